@@ -1,0 +1,19 @@
+# speech2lip: personalised lip-sync video as a staged, cached Snakemake pipeline.
+# Run `snakemake --cores 8` (every subject in config.yaml) or name a target, e.g.
+# `snakemake --cores 8 results/sample/resample/meta.json`. See README.md.
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+
+
+rule all:
+    input:
+        expand("results/{subject}/resample/meta.json", subject=list(config["subjects"])),
+    default_target: True
+
+
+include: "rules/sample.smk"
+include: "rules/resample.smk"

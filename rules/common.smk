@@ -1,0 +1,39 @@
+# Shared set-up: config validation, wildcard constraints and a few path helpers.
+import json
+
+from snakemake.exceptions import WorkflowError
+
+from speech2lip.config import ConfigError, stage_section, validate_config
+
+try:
+    config.update(validate_config(config, source="config"))
+except ConfigError as exc:
+    raise WorkflowError(f"invalid configuration: {exc}") from None
+
+
+wildcard_constraints:
+    subject=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+
+
+def module(stage):
+    """The stage's Python module, an input of its rule so editing the code re-runs it."""
+    path = os.path.join(workflow.basedir, "speech2lip", stage)
+    return path + ".py" if os.path.isfile(path + ".py") else os.path.join(path, "__init__.py")
+
+
+def subject_video(wildcards):
+    """The source video of a subject, with a clear error for a name not in config.yaml."""
+    if wildcards.subject not in config["subjects"]:
+        known = ", ".join(sorted(config["subjects"])) or "(none)"
+        raise WorkflowError(
+            f"unknown subject {wildcards.subject!r} in the target path; subjects in the config: "
+            f"{known}. Add it under `subjects:` in config.yaml with its video path."
+        )
+    return config["subjects"][wildcards.subject]["video"]
+
+
+def params_json(stage):
+    """A rule's params: its stage section (with the subject's overrides) as one JSON string."""
+    if stage == "sample":
+        return json.dumps(config[stage], sort_keys=True)
+    return lambda wildcards: json.dumps(stage_section(config, stage, wildcards.subject), sort_keys=True)

@@ -1,0 +1,3 @@
+from speech2lip.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""Shared fixtures: tiny generated clips (numpy frames encoded by ffmpeg) and the demo video."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parent.parent
+MEDIA = ROOT.parent / "shared" / "media"
+
+
+def index_frame(k: int, width: int, height: int) -> np.ndarray:
+    """A frame whose grey level encodes `k` (robust to lossy coding): blocks of 8*(k % 32)."""
+    img = np.full((height, width, 3), 8 * (k % 32), np.uint8)
+    img[: height // 4, : width // 4] = 255  # a fixed white corner
+    return img
+
+
+def encode(
+    path: Path,
+    frames: np.ndarray,
+    fps: str = "25",
+    codec: str = "libx264",
+    audio_hz: int | None = 44100,
+    audio_channels: int = 2,
+    extra: list[str] | None = None,
+    tone_hz: float = 440.0,
+) -> Path:
+    """Encode `(N, H, W, 3) uint8` frames at `fps` (ffmpeg rate string) with an optional tone."""
+    n, h, w, _ = frames.shape
+    args = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24"]
+    args += ["-s", f"{w}x{h}", "-r", fps, "-i", "-"]
+    if audio_hz:
+        dur = n / float(Fraction(fps))
+        args += [
+            "-f",
+            "lavfi",
+            "-i",
+            f"sine=frequency={tone_hz}:sample_rate={audio_hz}:duration={dur}",
+        ]
+        args += ["-ac", str(audio_channels)]
+    if codec == "libx264":
+        args += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-crf", "10"]
+    else:
+        args += ["-c:v", codec]
+    if audio_hz:
+        args += ["-c:a", "aac" if path.suffix in (".mp4", ".mov") else "pcm_s16le"]
+    args += (extra or []) + [str(path)]
+    subprocess.run(args, input=frames.tobytes(), check=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_video(tmp_path_factory) -> Path:
+    """A 3-second demo subject (made once per test session)."""
+    from speech2lip.config import SampleConfig
+    from speech2lip.sample import run
+
+    out = tmp_path_factory.mktemp("demo") / "video.mp4"
+    run(SampleConfig(duration=3, seed=3), out, out.with_suffix(".npz"))
+    return out
+
+
+def media(name: str) -> Path:
+    """A real clip from ../shared/media, or skip the test when the folder is absent."""
+    path = MEDIA / name
+    if not path.is_file():
+        pytest.skip(f"real media not available: {path}")
+    return path

@@ -1,0 +1,128 @@
+"""Config: schema validation, defaults, and agreement between the schema and the dataclasses."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import yaml
+from conftest import ROOT
+
+from speech2lip.config import (
+    STAGE_CONFIGS,
+    ConfigError,
+    load_config,
+    load_schema,
+    section_from_json,
+    stage_config,
+    stage_section,
+    validate_config,
+)
+
+
+def test_shipped_config_is_valid_and_matches_defaults():
+    config = load_config(ROOT / "config.yaml")
+    assert config["subjects"]["sample"]["video"] == "data/sample/video.mp4"
+    for stage, cls in STAGE_CONFIGS.items():
+        assert stage_config(stage, config[stage]) == cls()
+
+
+def test_defaults_are_filled():
+    config = validate_config({"subjects": {"may": {"video": "may.mp4"}}})
+    assert config["resample"]["crop"] == "auto"
+    assert config["sample"]["duration"] == 60
+    assert config["subjects"]["may"]["driving"] == []
+    assert validate_config({})["subjects"] == {
+        "sample": {"video": "data/sample/video.mp4", "driving": []}
+    }
+
+
+@pytest.mark.parametrize(
+    ("config", "text"),
+    [
+        ({"resampel": {}}, "unknown key 'resampel'"),
+        ({"resample": {"crop_margn": 1}}, "resample: unknown key 'crop_margn'"),
+        ({"resample": {"size": "big"}}, "resample.size: 'big' is not of type"),
+        ({"resample": {"crop": "atuo"}}, "resample.crop: 'atuo' is not valid"),
+        ({"resample": {"crop": [1, 2, 3]}}, "resample.crop"),
+        ({"resample": {"test_fraction": 0.9}}, "resample.test_fraction"),
+        ({"sample": {"size": 511}}, "sample.size: 511 is not a multiple of 2"),
+        ({"subjects": {"x": {}}}, "subjects.x: 'video' is a required property"),
+        (
+            {"subjects": {"x": {"video": "a.mp4", "resample": {"crop": "x"}}}},
+            "subjects.x.resample.crop",
+        ),
+        ({"subjects": {"bad name": {"video": "a.mp4"}}}, "subjects"),
+    ],
+)
+def test_bad_config_names_the_key(config, text):
+    with pytest.raises(ConfigError, match=None) as err:
+        validate_config(config, source="cfg.yaml")
+    assert text in str(err.value)
+    assert str(err.value).startswith("cfg.yaml: ")
+
+
+def test_unreadable_config_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("resample:\n  crop: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: not valid YAML at line \d+"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_config(listy)
+
+
+def test_subject_overrides_merge_into_the_stage_section():
+    config = validate_config(
+        {"subjects": {"o": {"video": "o.mp4", "resample": {"crop": [1, 2, 30, 40]}}}}
+    )
+    section = stage_section(config, "resample", "o")
+    assert section["crop"] == [1, 2, 30, 40] and section["size"] == 512
+    assert stage_config("resample", section).crop == (1, 2, 30, 40)
+
+
+def test_section_from_json_validates():
+    assert section_from_json("resample", '{"size": null}')["size"] is None
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        section_from_json("resample", "{")
+    with pytest.raises(ConfigError, match="unknown key 'sise'"):
+        section_from_json("resample", '{"sise": 3}')
+
+
+def test_dataclass_rejects_unknown_keys():
+    with pytest.raises(ConfigError, match="unknown key"):
+        stage_config("resample", {"nope": 1})
+
+
+@pytest.mark.parametrize("stage", sorted(STAGE_CONFIGS))
+def test_schema_and_dataclasses_agree(stage):
+    schema = load_schema()["properties"][stage]
+    assert schema["additionalProperties"] is False
+    fields = {f.name: f.default for f in dataclasses.fields(STAGE_CONFIGS[stage])}
+    props = schema["properties"]
+    assert set(fields) == set(props)
+    for name, spec in props.items():
+        assert "description" in spec and "default" in spec, name
+        default = spec["default"]
+        assert fields[name] == (tuple(default) if isinstance(default, list) else default), name
+
+
+def test_every_schema_key_is_typed_and_described():
+    def walk(node, path):
+        if isinstance(node, dict) and "properties" in node:
+            assert node.get("additionalProperties") is False or "additionalProperties" in node, path
+            for key, sub in node["properties"].items():
+                assert "description" in sub, f"{path}.{key}"
+                assert "type" in sub or "oneOf" in sub, f"{path}.{key}"
+                walk(sub, f"{path}.{key}")
+
+    walk(load_schema(), "config")
+
+
+def test_shipped_config_mentions_every_stage_key():
+    text = yaml.safe_load((ROOT / "config.yaml").read_text())
+    for stage, cls in STAGE_CONFIGS.items():
+        assert set(text[stage]) == {f.name for f in dataclasses.fields(cls)}
