@@ -1,6 +1,15 @@
 # speech2lip: personalised lip-sync video as a staged, cached Snakemake pipeline.
 # Run `snakemake --cores 8` (every subject in config.yaml) or name a target, e.g.
 # `snakemake --cores 8 results/sample/resample/meta.json`. See README.md.
+import os
+
+from speech2lip.config import ConfigError, read_yaml
+
+if os.path.exists("config.yaml"):  # a YAML syntax error, named with its line, before anything
+    try:
+        read_yaml("config.yaml")
+    except ConfigError as exc:
+        raise WorkflowError(str(exc)) from None
 
 
 configfile: "config.yaml"

@@ -1,4 +1,5 @@
 # Shared set-up: config validation, wildcard constraints and a few path helpers.
+import glob
 import json
 
 from snakemake.exceptions import WorkflowError
@@ -16,9 +17,12 @@ wildcard_constraints:
 
 
 def module(stage):
-    """The stage's Python module, an input of its rule so editing the code re-runs it."""
+    """The stage's Python source (a module, or every file of a package), as rule inputs, so
+    editing the stage's code re-runs it (Snakemake does not follow imports)."""
     path = os.path.join(workflow.basedir, "speech2lip", stage)
-    return path + ".py" if os.path.isfile(path + ".py") else os.path.join(path, "__init__.py")
+    if os.path.isfile(path + ".py"):
+        return [path + ".py"]
+    return sorted(glob.glob(os.path.join(path, "*.py")) + glob.glob(os.path.join(path, "*.txt")))
 
 
 def subject_video(wildcards):

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from typing import Any
 
 import yaml
@@ -62,7 +63,10 @@ def _stage_config(args: argparse.Namespace, stage: str) -> Any:
             raise ConfigError(f"{args.config}: no subject {args.subject!r} under subjects:")
         section = stage_section(config, stage, args.subject)
     if args.params:
-        section.update(section_from_json(stage, args.params))
+        try:
+            section.update(json.loads(args.params))
+        except (json.JSONDecodeError, TypeError, ValueError) as exc:
+            raise ConfigError(f"--params for {stage}: not a JSON object: {exc}") from None
     for key, value in vars(args).items():
         if key.startswith("param_") and value is not None:
             section[key[len("param_") :]] = value
@@ -122,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     # Quiet the C++ logs of MediaPipe/TFLite before they are imported.
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    warnings.filterwarnings(
+        "ignore", message="SymbolDatabase.GetPrototype"
+    )  # protobuf vs mediapipe
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -136,13 +136,13 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
     return filled
 
 
-def load_config(path: str | Path) -> dict[str, Any]:
-    """Read and validate a YAML config file; errors name the file and the key."""
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file; a syntax error names the file, line and column."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path} (copy config.yaml from the repository)")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -151,7 +151,11 @@ def load_config(path: str | Path) -> dict[str, Any]:
         ) from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file; expected a YAML config") from None
-    return validate_config(data, source=str(path))
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read and validate a YAML config file; errors name the file and the key."""
+    return validate_config(read_yaml(path) or {}, source=str(path))
 
 
 def stage_section(config: dict[str, Any], stage: str, subject: str | None = None) -> dict[str, Any]:
