@@ -135,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if "SLURM_JOB_ID" in os.environ:  # cluster logs say where each stage ran
+        log.info("running as SLURM job %s on %s", os.environ["SLURM_JOB_ID"],
+                 os.environ.get("SLURMD_NODENAME", "?"))  # fmt: skip
     try:
         args.func(args)
     except Speech2LipError as exc:

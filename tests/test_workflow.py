@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +16,12 @@ from conftest import ROOT
 STAGES_SO_FAR = {"sample", "resample"}
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run Snakemake on the repository's Snakefile inside `workdir` (its own config.yaml)."""
+def snakemake(
+    workdir: Path, *args: str, snakefile: Path = ROOT / "Snakefile", check: bool = True
+) -> subprocess.CompletedProcess:
+    """Run Snakemake on `snakefile` inside `workdir` (which holds its own config.yaml)."""
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile)]
     cmd += ["--directory", str(workdir), "--cores", "2", *args]
     proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
     if check and proc.returncode != 0:
@@ -88,29 +91,111 @@ def test_bad_config_fails_before_anything_runs(tmp_path, text, message):
     assert not (tmp_path / "results").exists()
 
 
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """A private copy of the workflow (so its code can be edited) after a finished CPU run."""
+    wf = tmp_path_factory.mktemp("wf")
+    for name in ("Snakefile", "rules", "workflow", "speech2lip", "envs"):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, wf / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, wf / name)
+    work = wf / "run"
+    work.mkdir()
+    write_config(work)
+    snakemake(work, snakefile=wf / "Snakefile")
+    return work
+
+
+def dry(work: Path, *args: str) -> dict[str, str]:
+    """Jobs a dry run of the private workflow copy plans (without `all`), with their reasons."""
+    jobs = planned(snakemake(work, "-n", *args, snakefile=work.parent / "Snakefile"))
+    jobs.pop("all", None)
+    return jobs
+
+
 @pytest.mark.slow
-def test_end_to_end_and_what_a_param_change_reruns(tmp_path):
-    write_config(tmp_path)
-    snakemake(tmp_path)
-    meta = tmp_path / "results" / "sample" / "resample" / "meta.json"
-    assert meta.is_file() and (tmp_path / "logs" / "sample" / "resample.log").is_file()
-    assert (tmp_path / "benchmarks" / "sample" / "resample.tsv").is_file()
-    assert planned(snakemake(tmp_path, "-n")) == {}  # nothing left to do
+def test_end_to_end_run_leaves_outputs_logs_and_benchmarks(finished):
+    meta = finished / "results" / "sample" / "resample" / "meta.json"
+    assert meta.is_file() and (finished / "data" / "sample" / "video.mp4").is_file()
+    for stage in ("sample", "resample"):
+        assert (finished / "logs" / "sample" / f"{stage}.log").is_file()
+        assert (finished / "benchmarks" / "sample" / f"{stage}.tsv").is_file()
+    assert dry(finished) == {}  # nothing left to do
 
-    write_config(tmp_path, resample={"crop_margin": 0.3})  # a resample param: resample only
-    jobs = planned(snakemake(tmp_path, "-n"))
-    assert set(jobs) - {"all"} == {"resample"}
-    assert "Params have changed" in jobs["resample"]
 
-    write_config(tmp_path, sample={"seed": 2})  # a sample param: sample and what follows
-    jobs = planned(snakemake(tmp_path, "-n"))
-    assert set(jobs) - {"all"} == {"sample", "resample"}
-    assert "Params have changed" in jobs["sample"]
+@pytest.mark.slow
+def test_a_param_change_reruns_that_stage_and_what_follows(finished):
+    try:
+        write_config(finished, resample={"crop_margin": 0.3})
+        jobs = dry(finished)
+        assert set(jobs) == {"resample"} and "Params have changed" in jobs["resample"]
 
-    # per-subject overrides are params of that subject's resample job
-    write_config(tmp_path)
-    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
-    config["subjects"] = {"sample": {"video": "data/sample/video.mp4", "resample": {"size": 64}}}
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    jobs = planned(snakemake(tmp_path, "-n"))
-    assert set(jobs) - {"all"} == {"resample"}
+        write_config(finished, sample={"seed": 2})
+        jobs = dry(finished)
+        assert set(jobs) == {"sample", "resample"} and "Params have changed" in jobs["sample"]
+
+        override = {"sample": {"video": "data/sample/video.mp4", "resample": {"size": 64}}}
+        write_config(finished, subjects=override)
+        assert set(dry(finished)) == {"resample"}  # a per-subject override is a param too
+    finally:
+        write_config(finished)
+    assert dry(finished) == {}
+
+
+@pytest.mark.slow
+def test_editing_a_stage_module_reruns_it_and_touching_it_does_not(finished):
+    module = finished.parent / "speech2lip" / "resample.py"
+    original = module.read_text()
+    stat = module.stat()
+    try:
+        os.utime(module, (stat.st_atime + 3600, stat.st_mtime + 3600))  # touched, same content
+        assert dry(finished) == {}  # small inputs are compared by checksum
+        module.write_text(original + "\n# an edit\n")
+        os.utime(module, (stat.st_atime + 7200, stat.st_mtime + 7200))
+        jobs = dry(finished)
+        assert set(jobs) == {"resample"} and "resample.py" in jobs["resample"]
+    finally:
+        module.write_text(original)
+        os.utime(module, (stat.st_atime, stat.st_mtime))
+    assert dry(finished) == {}
+
+
+@pytest.mark.slow
+def test_deleting_a_file_recreates_only_what_is_asked_for(finished):
+    stash = finished.parent / "stash"
+    stash.mkdir(exist_ok=True)
+    resample = finished / "results" / "sample" / "resample"
+    video = finished / "data" / "sample" / "video.mp4"
+    for path in (resample / "meta.json", resample / "audio.wav", video):
+        kept = stash / path.name
+        shutil.copy2(path, kept)
+        path.unlink()
+        try:
+            jobs = dry(finished)
+            if path == video:  # an intermediate nobody needs any more is not re-made
+                assert jobs == {}
+            elif path.name == "audio.wav":  # only re-made when asked for (a later stage will)
+                assert jobs == {}
+                jobs = dry(finished, str(path.relative_to(finished)))
+                assert set(jobs) == {"resample"} and "Missing output files" in jobs["resample"]
+            else:  # the target itself: its rule only
+                assert set(jobs) == {"resample"}
+        finally:
+            shutil.copy2(kept, path)
+    assert dry(finished) == {}
+
+
+@pytest.mark.slow
+def test_touching_an_input_reruns_only_when_it_is_too_large_to_checksum(finished):
+    video = finished / "data" / "sample" / "video.mp4"
+    stat = video.stat()
+    assert stat.st_size < 1_000_000  # under Snakemake's default checksum limit (1 MB)
+    try:
+        os.utime(video, (stat.st_atime + 3600, stat.st_mtime + 3600))
+        assert dry(finished) == {}  # newer, but its checksum is unchanged: nothing to do
+        jobs = dry(finished, "--max-checksum-file-size", "1000")  # as for a large file
+        assert set(jobs) == {"resample"} and "Updated input files" in jobs["resample"]
+    finally:
+        os.utime(video, (stat.st_atime, stat.st_mtime))
