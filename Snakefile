@@ -20,9 +20,12 @@ include: "rules/common.smk"
 
 rule all:
     input:
-        expand("results/{subject}/resample/meta.json", subject=list(config["subjects"])),
+        expand("results/{subject}/pose_depth/geometry.h5", subject=list(config["subjects"])),
     default_target: True
 
 
 include: "rules/sample.smk"
 include: "rules/resample.smk"
+include: "rules/landmarks.smk"
+include: "rules/fit3dmm.smk"
+include: "rules/pose_depth.smk"

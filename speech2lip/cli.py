@@ -85,6 +85,25 @@ def _cmd_resample(args: argparse.Namespace) -> None:
     resample.run(args.video, args.out_dir, _stage_config(args, "resample"))
 
 
+def _cmd_landmarks(args: argparse.Namespace) -> None:
+    from speech2lip import landmarks
+
+    landmarks.run(args.frames, args.meta, args.out_dir, _stage_config(args, "landmarks"))
+
+
+def _cmd_fit3dmm(args: argparse.Namespace) -> None:
+    from speech2lip import fit3dmm
+
+    fit3dmm.run(args.landmarks, args.meta, args.out_dir, _stage_config(args, "fit3dmm"))
+
+
+def _cmd_pose_depth(args: argparse.Namespace) -> None:
+    from speech2lip import pose_depth
+
+    cfg = _stage_config(args, "pose_depth")
+    pose_depth.run(args.frames, args.meta, args.landmarks, args.fit, args.out_dir, cfg)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m speech2lip",
@@ -119,6 +138,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir", help="output folder, e.g. results/<subject>/resample")
     _add_stage_flags(p, "resample")
     p.set_defaults(func=_cmd_resample)
+
+    p = sub.add_parser(
+        "landmarks",
+        help="dense face landmarks per frame",
+        description="Find dense face landmarks in every resampled frame: MediaPipe Face Mesh "
+        "(478 points, offline) by default, or FAN (68 points) from face-alignment when its "
+        "weights are in the torch hub cache. Short gaps are interpolated; too many faceless "
+        "frames is an error naming them. Writes landmarks.npz and landmarks.json.",
+    )
+    p.add_argument("frames", help="resample/frames.mkv")
+    p.add_argument("meta", help="resample/meta.json")
+    p.add_argument("out_dir", help="output folder, e.g. results/<subject>/landmarks")
+    _add_stage_flags(p, "landmarks")
+    p.set_defaults(func=_cmd_landmarks)
+
+    p = sub.add_parser(
+        "fit3dmm",
+        help="subject face model + focal, pose and expression per frame",
+        description="Build a morphable face model from the subject's own landmarks (mean shape "
+        "+ PCA expression basis; no download) and fit one focal length and every frame's head "
+        "pose and expression to the landmarks (robust, batched); smooth the poses. Writes "
+        "fit.npz, fit.json and qa_pose.png.",
+    )
+    p.add_argument("landmarks", help="landmarks/landmarks.npz")
+    p.add_argument("meta", help="resample/meta.json")
+    p.add_argument("out_dir", help="output folder, e.g. results/<subject>/fit3dmm")
+    _add_stage_flags(p, "fit3dmm")
+    p.set_defaults(func=_cmd_fit3dmm)
+
+    p = sub.add_parser(
+        "pose_depth",
+        help="canonical frame, per-frame face depth, canonical head depth",
+        description="Choose the canonical frame, rasterise the fitted mesh into a depth map for "
+        "every frame (D_o) and extend the canonical frame's face depth over the head (D_c). "
+        "Writes geometry.h5, pose_depth.json and QA pictures.",
+    )
+    p.add_argument("frames", help="resample/frames.mkv")
+    p.add_argument("meta", help="resample/meta.json")
+    p.add_argument("landmarks", help="landmarks/landmarks.npz")
+    p.add_argument("fit", help="fit3dmm/fit.npz")
+    p.add_argument("out_dir", help="output folder, e.g. results/<subject>/pose_depth")
+    _add_stage_flags(p, "pose_depth")
+    p.set_defaults(func=_cmd_pose_depth)
     return parser
 
 

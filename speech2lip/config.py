@@ -54,7 +54,52 @@ class ResampleConfig:
     test_fraction: float = 0.1
 
 
-STAGE_CONFIGS: dict[str, type] = {"sample": SampleConfig, "resample": ResampleConfig}
+@dataclass(frozen=True)
+class LandmarksConfig:
+    """Per-frame dense face landmarks."""
+
+    backend: str = "mediapipe"
+    fan_type: str = "2D"
+    min_confidence: float = 0.5
+    max_gap: int = 12
+    max_missing: float = 0.05
+    min_face_size: int = 64
+
+
+@dataclass(frozen=True)
+class Fit3dmmConfig:
+    """Subject morphable face model and its per-frame fit."""
+
+    model: str = "subject"
+    bfm_path: str = ""
+    bfm_landmarks: str = ""
+    n_expression: int = 16
+    eye_distance_m: float = 0.09
+    focal: float | None = None
+    iterations: int = 60
+    refine_rounds: int = 1
+    robust_px: float = 2.0
+    expression_weight: float = 0.01
+    smooth_window: int = 7
+    smooth_order: int = 2
+
+
+@dataclass(frozen=True)
+class PoseDepthConfig:
+    """Canonical frame, per-frame face depth and the canonical full-head depth."""
+
+    canonical: str | int = "auto"
+    head_grow: float = 0.35
+    qa_frames: int = 16
+
+
+STAGE_CONFIGS: dict[str, type] = {
+    "sample": SampleConfig,
+    "resample": ResampleConfig,
+    "landmarks": LandmarksConfig,
+    "fit3dmm": Fit3dmmConfig,
+    "pose_depth": PoseDepthConfig,
+}
 
 
 def load_schema() -> dict[str, Any]:

@@ -39,7 +39,7 @@ def test_pipeline_runs_as_slurm_jobs(tmp_path):
            # no slurmdbd here: sacct fails, so poll squeue; poll soon and often
            "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
            "--seconds-between-status-checks", "2", "--slurm-keep-successful-logs",
-           "--slurm-no-account"]  # fmt: skip
+           "--slurm-no-account", "results/sample/landmarks/landmarks.npz"]  # fmt: skip
     with LocalCluster() as cluster:
         start = time.monotonic()
         proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
@@ -47,12 +47,12 @@ def test_pipeline_runs_as_slurm_jobs(tmp_path):
         daemon_logs = cluster.logs()
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{out[-4000:]}\n{daemon_logs}"
-    print(f"SLURM run of sample -> resample: {took:.1f} s")
+    print(f"SLURM run of sample -> resample -> landmarks: {took:.1f} s")
     submitted = dict(re.findall(r"rule (\w+):.*?submitted with SLURM jobid (\d+)", out, re.S))
-    assert set(submitted) == {"sample", "resample"}, out[-3000:]
+    assert set(submitted) == {"sample", "resample", "landmarks"}, out[-3000:]
     for rule, job in submitted.items():
         logs = list((tmp_path / "logs" / "slurm").glob(f"rule_{rule}/**/{job}.log"))
         assert logs, f"no SLURM log for {rule} job {job}"
         stage_log = (tmp_path / "logs" / "sample" / f"{rule}.log").read_text()
         assert f"running as SLURM job {job} on " in stage_log
-    assert (tmp_path / "results" / "sample" / "resample" / "meta.json").is_file()
+    assert (tmp_path / "results" / "sample" / "landmarks" / "landmarks.npz").is_file()

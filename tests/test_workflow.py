@@ -13,7 +13,8 @@ import pytest
 import yaml
 from conftest import ROOT
 
-STAGES_SO_FAR = {"sample", "resample"}
+STAGES_SO_FAR = {"sample", "resample", "landmarks", "fit3dmm", "pose_depth"}
+AFTER_RESAMPLE = {"resample", "landmarks", "fit3dmm", "pose_depth"}
 
 
 def snakemake(
@@ -42,7 +43,8 @@ def planned(proc: subprocess.CompletedProcess) -> dict[str, str]:
 
 
 def write_config(workdir: Path, **sections) -> Path:
-    config = {"sample": {"duration": 3, "size": 256, "seed": 1}, "resample": {"size": 128}}
+    config = {"sample": {"duration": 3, "size": 256, "seed": 1}, "resample": {"size": 192},
+              "fit3dmm": {"iterations": 30, "n_expression": 8}}  # fmt: skip
     for key, value in sections.items():
         config.setdefault(key, {}).update(value)
     path = workdir / "config.yaml"
@@ -117,9 +119,11 @@ def dry(work: Path, *args: str) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_end_to_end_run_leaves_outputs_logs_and_benchmarks(finished):
-    meta = finished / "results" / "sample" / "resample" / "meta.json"
-    assert meta.is_file() and (finished / "data" / "sample" / "video.mp4").is_file()
-    for stage in ("sample", "resample"):
+    for out in ("resample/meta.json", "landmarks/landmarks.npz", "fit3dmm/fit.npz",
+                "pose_depth/geometry.h5", "pose_depth/qa_contact_sheet.png"):  # fmt: skip
+        assert (finished / "results" / "sample" / out).is_file(), out
+    assert (finished / "data" / "sample" / "video.mp4").is_file()
+    for stage in STAGES_SO_FAR:
         assert (finished / "logs" / "sample" / f"{stage}.log").is_file()
         assert (finished / "benchmarks" / "sample" / f"{stage}.tsv").is_file()
     assert dry(finished) == {}  # nothing left to do
@@ -130,15 +134,19 @@ def test_a_param_change_reruns_that_stage_and_what_follows(finished):
     try:
         write_config(finished, resample={"crop_margin": 0.3})
         jobs = dry(finished)
-        assert set(jobs) == {"resample"} and "Params have changed" in jobs["resample"]
+        assert set(jobs) == AFTER_RESAMPLE and "Params have changed" in jobs["resample"]
 
         write_config(finished, sample={"seed": 2})
         jobs = dry(finished)
-        assert set(jobs) == {"sample", "resample"} and "Params have changed" in jobs["sample"]
+        assert set(jobs) == STAGES_SO_FAR and "Params have changed" in jobs["sample"]
+
+        write_config(finished, pose_depth={"head_grow": 0.5})  # the last stage: itself only
+        jobs = dry(finished)
+        assert set(jobs) == {"pose_depth"} and "Params have changed" in jobs["pose_depth"]
 
         override = {"sample": {"video": "data/sample/video.mp4", "resample": {"size": 64}}}
         write_config(finished, subjects=override)
-        assert set(dry(finished)) == {"resample"}  # a per-subject override is a param too
+        assert set(dry(finished)) == AFTER_RESAMPLE  # a per-subject override is a param too
     finally:
         write_config(finished)
     assert dry(finished) == {}
@@ -155,7 +163,7 @@ def test_editing_a_stage_module_reruns_it_and_touching_it_does_not(finished):
         module.write_text(original + "\n# an edit\n")
         os.utime(module, (stat.st_atime + 7200, stat.st_mtime + 7200))
         jobs = dry(finished)
-        assert set(jobs) == {"resample"} and "resample.py" in jobs["resample"]
+        assert set(jobs) == AFTER_RESAMPLE and "resample.py" in jobs["resample"]
     finally:
         module.write_text(original)
         os.utime(module, (stat.st_atime, stat.st_mtime))
@@ -180,8 +188,8 @@ def test_deleting_a_file_recreates_only_what_is_asked_for(finished):
                 assert jobs == {}
                 jobs = dry(finished, str(path.relative_to(finished)))
                 assert set(jobs) == {"resample"} and "Missing output files" in jobs["resample"]
-            else:  # the target itself: its rule only
-                assert set(jobs) == {"resample"}
+            else:  # read by every later stage: its rule and what follows
+                assert set(jobs) == AFTER_RESAMPLE
         finally:
             shutil.copy2(kept, path)
     assert dry(finished) == {}
@@ -196,6 +204,6 @@ def test_touching_an_input_reruns_only_when_it_is_too_large_to_checksum(finished
         os.utime(video, (stat.st_atime + 3600, stat.st_mtime + 3600))
         assert dry(finished) == {}  # newer, but its checksum is unchanged: nothing to do
         jobs = dry(finished, "--max-checksum-file-size", "1000")  # as for a large file
-        assert set(jobs) == {"resample"} and "Updated input files" in jobs["resample"]
+        assert set(jobs) == AFTER_RESAMPLE and "Updated input files" in jobs["resample"]
     finally:
         os.utime(video, (stat.st_atime, stat.st_mtime))

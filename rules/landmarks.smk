@@ -1,0 +1,25 @@
+rule landmarks:
+    """Dense face landmarks for every frame (MediaPipe by default, offline)."""
+    input:
+        frames="results/{subject}/resample/frames.mkv",
+        meta="results/{subject}/resample/meta.json",
+        code=module("landmarks"),
+    output:
+        points="results/{subject}/landmarks/landmarks.npz",
+        summary="results/{subject}/landmarks/landmarks.json",
+    log:
+        "logs/{subject}/landmarks.log",
+    benchmark:
+        "benchmarks/{subject}/landmarks.tsv"
+    params:
+        cfg=params_json("landmarks"),
+        out_dir=subpath(output.points, parent=True),
+    conda:
+        "../envs/speech2lip.yaml"
+    threads: 2
+    resources:
+        mem_mb=3000,
+        runtime=120,
+    shell:
+        "python -m speech2lip landmarks {input.frames:q} {input.meta:q} {params.out_dir:q}"
+        " --params {params.cfg:q} > {log:q} 2>&1"
