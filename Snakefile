@@ -1,6 +1,6 @@
 # speech2lip: personalised lip-sync video as a staged, cached Snakemake pipeline.
 # Run `snakemake --cores 8` (every subject in config.yaml) or name a target, e.g.
-# `snakemake --cores 8 results/sample/resample/meta.json`. See README.md.
+# `snakemake --cores 8 results/sample/pose_depth/geometry.h5`. See README.md.
 import os
 
 from speech2lip.config import ConfigError, read_yaml

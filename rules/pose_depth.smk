@@ -26,4 +26,5 @@ rule pose_depth:
         runtime=120,
     shell:
         "python -m speech2lip pose_depth {input.frames:q} {input.meta:q} {input.points:q}"
-        " {input.fit:q} {params.out_dir:q} --params {params.cfg:q} > {log:q} 2>&1"
+        " {input.fit:q} {params.out_dir:q} --params {params.cfg:q} --threads {threads}"
+        " > {log:q} 2>&1"

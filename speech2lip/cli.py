@@ -73,35 +73,66 @@ def _stage_config(args: argparse.Namespace, stage: str) -> Any:
     return stage_config(stage, section_from_json(stage, json.dumps(section)))
 
 
-def _cmd_sample(args: argparse.Namespace) -> None:
-    from speech2lip import sample
+def _run_stage(args: argparse.Namespace) -> None:
+    """Build the stage's config and call its module's `run` with the positional arguments."""
+    import importlib
 
-    sample.run(_stage_config(args, "sample"), args.output, args.controls)
-
-
-def _cmd_resample(args: argparse.Namespace) -> None:
-    from speech2lip import resample
-
-    resample.run(args.video, args.out_dir, _stage_config(args, "resample"))
-
-
-def _cmd_landmarks(args: argparse.Namespace) -> None:
-    from speech2lip import landmarks
-
-    landmarks.run(args.frames, args.meta, args.out_dir, _stage_config(args, "landmarks"))
+    cfg = _stage_config(args, args.command)
+    module = importlib.import_module(f"speech2lip.{args.command}")
+    if args.command == "sample":
+        module.run(cfg, args.output, args.controls)
+    else:
+        paths = [getattr(args, name) for name, _ in STAGES[args.command][2]]
+        extra = {"threads": args.threads} if getattr(args, "threads", None) else {}
+        module.run(*paths, cfg, **extra)
 
 
-def _cmd_fit3dmm(args: argparse.Namespace) -> None:
-    from speech2lip import fit3dmm
-
-    fit3dmm.run(args.landmarks, args.meta, args.out_dir, _stage_config(args, "fit3dmm"))
-
-
-def _cmd_pose_depth(args: argparse.Namespace) -> None:
-    from speech2lip import pose_depth
-
-    cfg = _stage_config(args, "pose_depth")
-    pose_depth.run(args.frames, args.meta, args.landmarks, args.fit, args.out_dir, cfg)
+# stage: (one-line help, description, positional arguments (name, help))
+STAGES: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
+    "sample": (
+        "make the built-in synthetic demo subject",
+        "Make the built-in demo subject: a real public-domain face photo (scikit-image's "
+        "astronaut) saying espeak-ng speech, its mouth driven by the phoneme timings, with slow "
+        "head motion and blinks. Synthetic, offline, reproducible.",
+        [],
+    ),
+    "resample": (
+        "source video -> 25 fps lossless frames, 16 kHz mono audio, meta.json",
+        "Resample any video (any container, codec or frame rate, variable frame rate included) "
+        "to constant 25 fps frames stored losslessly (frames.mkv, FFV1), 16 kHz mono audio "
+        "(audio.wav) of exactly 640 samples per frame, and meta.json (sizes, crop box, "
+        "train/test split, source probe). Crops a square around the face by default.",
+        [("video", "source video with the person talking (and an audio track)"),
+         ("out_dir", "output folder, e.g. results/<subject>/resample")],
+    ),
+    "landmarks": (
+        "dense face landmarks per frame",
+        "Find dense face landmarks in every resampled frame: MediaPipe Face Mesh (478 points, "
+        "offline) by default, or FAN (68 points) from face-alignment when its weights are in "
+        "the torch hub cache. Short gaps are interpolated; too many faceless frames is an error "
+        "naming them. Writes landmarks.npz and landmarks.json.",
+        [("frames", "resample/frames.mkv"), ("meta", "resample/meta.json"),
+         ("out_dir", "output folder, e.g. results/<subject>/landmarks")],
+    ),
+    "fit3dmm": (
+        "subject face model + focal, pose and expression per frame",
+        "Build a morphable face model from the subject's own landmarks (mean shape + PCA "
+        "expression basis; no download) and fit one focal length and every frame's head pose "
+        "and expression to the landmarks (robust, batched); smooth the poses. Writes fit.npz, "
+        "fit.json and qa_pose.png.",
+        [("landmarks", "landmarks/landmarks.npz"), ("meta", "resample/meta.json"),
+         ("out_dir", "output folder, e.g. results/<subject>/fit3dmm")],
+    ),
+    "pose_depth": (
+        "canonical frame, per-frame face depth, canonical head depth",
+        "Choose the canonical frame, rasterise the fitted mesh into a depth map for every "
+        "frame (D_o) and extend the canonical frame's face depth over the head (D_c). Writes "
+        "geometry.h5, pose_depth.json and QA pictures.",
+        [("frames", "resample/frames.mkv"), ("meta", "resample/meta.json"),
+         ("landmarks", "landmarks/landmarks.npz"), ("fit", "fit3dmm/fit.npz"),
+         ("out_dir", "output folder, e.g. results/<subject>/pose_depth")],
+    ),
+}  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,74 +144,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"speech2lip {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="STAGE")
-
-    p = sub.add_parser(
-        "sample",
-        help="make the built-in synthetic demo subject",
-        description="Make the built-in demo subject: a real public-domain face photo "
-        "(scikit-image's astronaut) saying espeak-ng speech, its mouth driven by the phoneme "
-        "timings, with slow head motion and blinks. Synthetic, offline, reproducible.",
-    )
-    p.add_argument("--output", default="data/sample/video.mp4", help="video to write (.mp4)")
-    p.add_argument("--controls", help="also write the per-frame mouth/blink/pose controls (.npz)")
-    _add_stage_flags(p, "sample")
-    p.set_defaults(func=_cmd_sample)
-
-    p = sub.add_parser(
-        "resample",
-        help="source video -> 25 fps lossless frames, 16 kHz mono audio, meta.json",
-        description="Resample any video (any container, codec or frame rate, variable frame "
-        "rate included) to constant 25 fps frames stored losslessly (frames.mkv, FFV1), 16 kHz "
-        "mono audio (audio.wav) of exactly 640 samples per frame, and meta.json (sizes, crop "
-        "box, train/test split, source probe). Crops a square around the face by default.",
-    )
-    p.add_argument("video", help="source video with the person talking (and an audio track)")
-    p.add_argument("out_dir", help="output folder, e.g. results/<subject>/resample")
-    _add_stage_flags(p, "resample")
-    p.set_defaults(func=_cmd_resample)
-
-    p = sub.add_parser(
-        "landmarks",
-        help="dense face landmarks per frame",
-        description="Find dense face landmarks in every resampled frame: MediaPipe Face Mesh "
-        "(478 points, offline) by default, or FAN (68 points) from face-alignment when its "
-        "weights are in the torch hub cache. Short gaps are interpolated; too many faceless "
-        "frames is an error naming them. Writes landmarks.npz and landmarks.json.",
-    )
-    p.add_argument("frames", help="resample/frames.mkv")
-    p.add_argument("meta", help="resample/meta.json")
-    p.add_argument("out_dir", help="output folder, e.g. results/<subject>/landmarks")
-    _add_stage_flags(p, "landmarks")
-    p.set_defaults(func=_cmd_landmarks)
-
-    p = sub.add_parser(
-        "fit3dmm",
-        help="subject face model + focal, pose and expression per frame",
-        description="Build a morphable face model from the subject's own landmarks (mean shape "
-        "+ PCA expression basis; no download) and fit one focal length and every frame's head "
-        "pose and expression to the landmarks (robust, batched); smooth the poses. Writes "
-        "fit.npz, fit.json and qa_pose.png.",
-    )
-    p.add_argument("landmarks", help="landmarks/landmarks.npz")
-    p.add_argument("meta", help="resample/meta.json")
-    p.add_argument("out_dir", help="output folder, e.g. results/<subject>/fit3dmm")
-    _add_stage_flags(p, "fit3dmm")
-    p.set_defaults(func=_cmd_fit3dmm)
-
-    p = sub.add_parser(
-        "pose_depth",
-        help="canonical frame, per-frame face depth, canonical head depth",
-        description="Choose the canonical frame, rasterise the fitted mesh into a depth map for "
-        "every frame (D_o) and extend the canonical frame's face depth over the head (D_c). "
-        "Writes geometry.h5, pose_depth.json and QA pictures.",
-    )
-    p.add_argument("frames", help="resample/frames.mkv")
-    p.add_argument("meta", help="resample/meta.json")
-    p.add_argument("landmarks", help="landmarks/landmarks.npz")
-    p.add_argument("fit", help="fit3dmm/fit.npz")
-    p.add_argument("out_dir", help="output folder, e.g. results/<subject>/pose_depth")
-    _add_stage_flags(p, "pose_depth")
-    p.set_defaults(func=_cmd_pose_depth)
+    for name, (short, description, positional) in STAGES.items():
+        p = sub.add_parser(name, help=short, description=description)
+        for arg, text in positional:
+            p.add_argument(arg, help=text)
+        if name == "sample":
+            p.add_argument("--output", default="data/sample/video.mp4", help="video to write")
+            p.add_argument("--controls", help="also write the per-frame controls (.npz)")
+        if name == "pose_depth":
+            p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                           help="processes rasterising depth maps (default: all CPUs)")  # fmt: skip
+        _add_stage_flags(p, name)
+        p.set_defaults(func=_run_stage)
     return parser
 
 

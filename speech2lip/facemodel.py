@@ -128,7 +128,7 @@ def _rotmat(rotvec: torch.Tensor) -> torch.Tensor:
     small = theta2 < 1e-8
     a = torch.where(small, 1 - theta2 / 6, torch.sin(theta) / theta)
     b = torch.where(small, 0.5 - theta2 / 24, (1 - torch.cos(theta)) / theta2.clamp_min(1e-20))
-    return torch.eye(3, dtype=rotvec.dtype) + a * k + b * (k @ k)
+    return torch.eye(3, dtype=rotvec.dtype, device=rotvec.device) + a * k + b * (k @ k)
 
 
 def rotvec_from_matrix(rot: np.ndarray) -> np.ndarray:
@@ -177,7 +177,7 @@ def project_scaled(
     q = shape @ _rotmat(rotvec).transpose(1, 2)
     s = log_s.exp()[:, None, None]
     persp = 1 + s * q[..., 2:3] / log_f.exp()
-    centre = torch.tensor([width / 2, height / 2], dtype=q.dtype)
+    centre = torch.tensor([width / 2, height / 2], dtype=q.dtype, device=q.device)
     return (s * q[..., :2] + txy[:, None]) / persp + centre
 
 
@@ -196,31 +196,39 @@ def fit(
 ) -> Fit:  # fmt: skip
     """Fit pose, expression and (unless given) focal to `(N, P, 2|3)` landmark pixels.
 
+    Runs on the GPU when one is present (all frames at once), else on the CPU.
+
     `weights` `(N,)` or `(N, P)`: 0 drops a frame or point (e.g. interpolated frames). `init`:
     (rotvec, translation) guesses; by default from the 3D landmarks. With `fixed_pose` only
     expression (and focal) move.
     """
     dtype = torch.float64
-    target = torch.tensor(points[..., :2], dtype=dtype)
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # chosen once, here
+    target = torch.tensor(points[..., :2], dtype=dtype, device=dev)
     w = np.asarray(weights, dtype=np.float64)
     w = np.broadcast_to(w[:, None] if w.ndim == 1 else w, points.shape[:2])
-    weight = torch.tensor(np.ascontiguousarray(w), dtype=dtype)
+    weight = torch.tensor(np.ascontiguousarray(w), dtype=dtype, device=dev)
     f0 = focal or focal_init or 1.5 * max(width, height)
     if init is None:
         if points.shape[-1] < 3:
             raise ValueError("initial poses need 3D landmarks (x, y, z) or `init`")
         init = initial_poses(points, model, f0, width, height)
     rv0, t0 = init
-    model_t = (torch.tensor(model.mean, dtype=dtype), torch.tensor(model.basis, dtype=dtype))
+    model_t = (
+        torch.tensor(model.mean, dtype=dtype, device=dev),
+        torch.tensor(model.basis, dtype=dtype, device=dev),
+    )
     # Variables are scaled so that one unit moves the landmarks by a similar number of pixels.
-    rotvec = torch.tensor(rv0, dtype=dtype, requires_grad=not fixed_pose)
-    log_s = torch.tensor(np.log(f0 / t0[:, 2]), dtype=dtype, requires_grad=not fixed_pose)
-    txy_100 = torch.tensor(f0 * t0[:, :2] / t0[:, 2:3] / 100, dtype=dtype,
+    rotvec = torch.tensor(rv0, dtype=dtype, device=dev, requires_grad=not fixed_pose)
+    log_s = torch.tensor(
+        np.log(f0 / t0[:, 2]), dtype=dtype, device=dev, requires_grad=not fixed_pose
+    )
+    txy_100 = torch.tensor(f0 * t0[:, :2] / t0[:, 2:3] / 100, dtype=dtype, device=dev,
                            requires_grad=not fixed_pose)  # fmt: skip
     k = model.basis.shape[0]
     c0 = init_coeffs if init_coeffs is not None else np.zeros((len(points), k))
-    coeffs_10 = torch.tensor(c0 / 10, dtype=dtype, requires_grad=True)
-    log_f = torch.tensor(np.log(f0), dtype=dtype, requires_grad=focal is None)
+    coeffs_10 = torch.tensor(c0 / 10, dtype=dtype, device=dev, requires_grad=True)
+    log_f = torch.tensor(np.log(f0), dtype=dtype, device=dev, requires_grad=focal is None)
     params = [p for p in (rotvec, log_s, txy_100, coeffs_10, log_f) if p.requires_grad]
     total = weight.sum().clamp_min(1)
     opt = torch.optim.LBFGS(params, lr=1, max_iter=iterations, history_size=20,
@@ -247,8 +255,10 @@ def fit(
     focal_px = float(log_f.detach().exp())
     return Fit(
         focal=focal_px,
-        rotvec=rotvec.detach().numpy().copy(),
-        translation=to_camera(log_s.detach().numpy(), txy_100.detach().numpy() * 100, focal_px),
-        coeffs=coeffs_10.detach().numpy() * 10,
-        error_px=per_frame.numpy(),
+        rotvec=rotvec.detach().cpu().numpy().copy(),
+        translation=to_camera(
+            log_s.detach().cpu().numpy(), txy_100.detach().cpu().numpy() * 100, focal_px
+        ),  # fmt: skip
+        coeffs=coeffs_10.detach().cpu().numpy() * 10,
+        error_px=per_frame.cpu().numpy(),
     )

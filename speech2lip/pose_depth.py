@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -169,8 +171,33 @@ def save_png(path: Path, rgb: np.ndarray) -> None:
 
 
 # ----------------------------------------------------------------------------- run
-def run(frames_path, meta_path, landmarks_path, fit_path, out_dir, cfg: PoseDepthConfig) -> dict:
-    """Compute the canonical frame, every D_o and D_c; write `out_dir/geometry.h5` and QA."""
+_FIT: dict | None = None  # the fit, in worker processes
+
+
+def _init_worker(fit: dict) -> None:
+    global _FIT
+    _FIT = fit
+
+
+def _depth_job(job: tuple[int, int, int]) -> np.ndarray:
+    index, width, height = job
+    assert _FIT is not None
+    return face_depth(_FIT, index, width, height).astype(np.float16)
+
+
+def run(
+    frames_path,
+    meta_path,
+    landmarks_path,
+    fit_path,
+    out_dir,
+    cfg: PoseDepthConfig,
+    threads: int = 1,
+) -> dict:
+    """Compute the canonical frame, every D_o and D_c; write `out_dir/geometry.h5` and QA.
+
+    `threads` processes rasterise the per-frame depth maps in parallel.
+    """
     meta = json.loads(Path(meta_path).read_text())
     n, width, height = meta["n_frames"], meta["width"], meta["height"]
     fit = dict(np.load(fit_path))
@@ -202,15 +229,29 @@ def run(frames_path, meta_path, landmarks_path, fit_path, out_dir, cfg: PoseDept
     qa_tiles: dict[int, np.ndarray] = {}
     frames_of_interest: dict[int, np.ndarray] = {}
     out_dir = Path(out_dir)
-    with atomic_path(out_dir / "geometry.h5") as tmp, h5py.File(tmp, "w") as h5:
+    ctx = multiprocessing.get_context("fork")  # workers inherit the fit; pool made before HDF5
+    with (
+        ProcessPoolExecutor(
+            max(threads, 1), ctx, initializer=_init_worker, initargs=(fit,)
+        ) as pool,
+        atomic_path(out_dir / "geometry.h5") as tmp,
+        h5py.File(tmp, "w") as h5,
+    ):
         dset = h5.create_dataset("face_depth", (n, height, width), np.float16,
                                  chunks=(1, height, width), compression="gzip",
                                  compression_opts=4, shuffle=True)  # fmt: skip
         stream = read_frames(frames_path, width, height)
-        for i, frame in enumerate(
-            tqdm(stream, total=n, desc="pose_depth", unit="frame", disable=None)
+        depths = pool.map(_depth_job, ((i, width, height) for i in range(n)), chunksize=8)
+        for i, (frame, depth) in enumerate(
+            tqdm(
+                zip(stream, depths, strict=True),
+                total=n,
+                desc="pose_depth",
+                unit="frame",
+                disable=None,
+            )  # fmt: skip
         ):
-            dset[i] = face_depth(fit, i, width, height).astype(np.float16)
+            dset[i] = depth
             if candidates is not None and i in candidates:
                 x, y, w, h = lm["box"][i].astype(int)
                 crop = frame[max(y, 0) : y + h, max(x, 0) : x + w]
