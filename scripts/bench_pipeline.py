@@ -1,0 +1,69 @@
+"""Pipeline benchmark: run the workflow on the demo and the real clips, print per-stage figures.
+
+    python scripts/bench_pipeline.py [--workdir /tmp/s2l-bench] [--media ../shared/media]
+                                     [--cores 2] [--demo-seconds 60]
+
+Runs Snakemake (one job at a time, so stage timings do not overlap) in a work folder whose
+config lists the demo subject and every clip under --media, then prints, per subject and
+stage, wall time, frames/s and peak memory (from each rule's benchmark TSV) and the face fit's
+reprojection error and pose jitter (from fit3dmm/fit.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ["resample", "landmarks", "fit3dmm", "pose_depth"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", default="/tmp/s2l-bench")
+    parser.add_argument("--media", default=str(ROOT.parent / "shared" / "media"))
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--demo-seconds", type=float, default=60)
+    args = parser.parse_args()
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    subjects = {"sample": {"video": "data/sample/video.mp4"}}
+    media = Path(args.media)
+    if media.is_dir():
+        for clip in sorted(media.glob("*.mp4")):
+            subjects[clip.stem.split("_")[0]] = {"video": str(clip.resolve())}
+    config = {"subjects": subjects, "sample": {"duration": args.demo_seconds}}
+    (work / "config.yaml").write_text(yaml.safe_dump(config))
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
+                    "--directory", str(work), "--cores", str(args.cores), "--jobs", "1", "-q"],
+                   check=True, env=env)  # fmt: skip
+    print(f"cores: {args.cores}")
+    print("subject | frames | stage | wall s | frames/s | peak RSS MB")
+    for name in subjects:
+        n = json.loads((work / f"results/{name}/resample/meta.json").read_text())["n_frames"]
+        total = 0.0
+        for stage in STAGES:
+            with open(work / f"benchmarks/{name}/{stage}.tsv") as f:
+                row = list(csv.DictReader(f, delimiter="\t"))[-1]
+            wall = float(row["s"])
+            total += wall if stage != "resample" else 0
+            print(f"{name} | {n} | {stage} | {wall:.1f} | {n / wall:.1f} | {row['max_rss']}")
+        print(f"{name} | {n} | landmarks+fit3dmm+pose_depth | {total:.1f} | {n / total:.1f} |")
+        fit = json.loads((work / f"results/{name}/fit3dmm/fit.json").read_text())
+        err, jb, ja = fit["error_px"], fit["jitter_before"], fit["jitter_after"]
+        print(f"  fit: reprojection mean {err['mean']:.2f} px (p95 {err['p95']:.2f}, before "
+              f"smoothing {err['mean_before_smoothing']:.2f}), focal {fit['focal_px']:.0f} px "
+              f"({fit['focal_source']}), jitter {jb['rotation_deg']:.3f} -> "
+              f"{ja['rotation_deg']:.3f} deg/frame^2")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
