@@ -16,6 +16,7 @@ Object and camera axes: x right, y down, z away from the camera (see `speech2lip
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -125,8 +126,6 @@ def run(
     landmarks_path: str | Path, meta_path: str | Path, out_dir: str | Path, cfg: Fit3dmmConfig
 ) -> dict:
     """Fit the face model to the landmarks in `landmarks_path`; write `out_dir/fit.npz`."""
-    import json
-
     meta = json.loads(Path(meta_path).read_text())
     width, height = meta["width"], meta["height"]
     data = np.load(landmarks_path)

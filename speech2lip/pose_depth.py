@@ -56,20 +56,24 @@ def laplacian_sharpness(gray: np.ndarray) -> float:
     return float(cv2.Laplacian(gray.astype(np.float32), cv2.CV_32F).var())
 
 
-def choose_canonical(
-    rotation: np.ndarray, lip_gap: np.ndarray, sharpness: dict[int, float], allowed: np.ndarray
-) -> int:
-    """Most frontal, mouth-closed, sharp frame among `allowed` ones.
-
-    Candidates: within 3 degrees of the most frontal allowed frame and with a lip gap in the
-    lowest 30 % of allowed frames; among them the sharpest (of those measured in `sharpness`).
-    """
+def canonical_candidates(
+    rotation: np.ndarray, lip_gap: np.ndarray, allowed: np.ndarray
+) -> np.ndarray:
+    """Frames that may be canonical: among `allowed` ones, within 3 degrees of the most frontal
+    and with a lip gap in the lowest 30 % (or the most frontal alone if none is both)."""
     idx = np.flatnonzero(allowed)
     angle = rotation_angle_deg(rotation[idx])
     gap_limit = np.percentile(lip_gap[idx], 30)
     cands = idx[(angle <= angle.min() + 3) & (lip_gap[idx] <= gap_limit)]
-    if len(cands) == 0:
-        cands = idx[[int(np.argmin(angle))]]
+    return cands if len(cands) else idx[[int(np.argmin(angle))]]
+
+
+def choose_canonical(
+    rotation: np.ndarray, lip_gap: np.ndarray, sharpness: dict[int, float], allowed: np.ndarray
+) -> int:
+    """Most frontal, mouth-closed, sharp frame: the sharpest of `canonical_candidates` (of
+    those measured in `sharpness`; the first candidate if none is)."""
+    cands = canonical_candidates(rotation, lip_gap, allowed)
     measured = [c for c in cands if c in sharpness]
     if measured:
         return int(max(measured, key=lambda c: sharpness[c]))
@@ -220,10 +224,7 @@ def run(
         lips = (13, 14) if points.shape[1] == 478 else (62, 66)  # inner lip middles
         gap = np.linalg.norm(points[:, lips[0], :2] - points[:, lips[1], :2], axis=1)
         allowed = good & train if (good & train).any() else train
-        angle = rotation_angle_deg(fit["rotation"])
-        candidates = set(
-            np.flatnonzero(allowed & (angle <= angle[allowed].min() + 3))[:200].tolist()
-        )
+        candidates = set(canonical_candidates(fit["rotation"], gap, allowed).tolist())
     qa_idx = set(np.linspace(0, n - 1, min(cfg.qa_frames, n)).round().astype(int).tolist())
     sharp: dict[int, float] = {}
     qa_tiles: dict[int, np.ndarray] = {}
@@ -255,8 +256,10 @@ def run(
             if candidates is not None and i in candidates:
                 x, y, w, h = lm["box"][i].astype(int)
                 crop = frame[max(y, 0) : y + h, max(x, 0) : x + w]
-                sharp[i] = laplacian_sharpness(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY))
-                frames_of_interest[i] = frame.copy()
+                value = laplacian_sharpness(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY))
+                if not sharp or value > max(sharp.values()):  # keep the first sharpest only
+                    frames_of_interest = {i: frame.copy()}
+                sharp[i] = value
             if i in qa_idx:
                 qa_tiles[i] = draw_qa(frame, points[i], fit, i)
             if isinstance(cfg.canonical, int) and i == cfg.canonical:
@@ -267,9 +270,7 @@ def run(
             canon = cfg.canonical
         else:
             canon = choose_canonical(fit["rotation"], gap, sharp, allowed)
-        frame_c = frames_of_interest.get(canon)
-        if frame_c is None:
-            frame_c = list(read_frames(frames_path, width, height, seek=canon / 25, limit=1))[0]
+        frame_c = frames_of_interest[canon]  # kept while streaming
         d_face = face_depth(fit, canon, width, height)
         region = head_region(d_face > 0, person_mask(frame_c), cfg.head_grow)
         d_c = extend_depth(d_face, region)
