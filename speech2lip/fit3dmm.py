@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -153,8 +154,14 @@ def run(
                 "almost no perspective in them); using %.0f px. Set fit3dmm.focal if you know it",
                 raw.focal, guess,
             )  # fmt: skip
-            raw = fit(points, weights, model, width, height, focal=guess, **kw)
             focal_source = "default guess (landmarks carry too little perspective)"
+            if cfg.model == "subject" and cfg.refine_rounds > 0:
+                # The refinement below fits again anyway: move the poses to the guessed focal
+                # (per frame, f / t_z and the image-plane offsets are what the landmarks fix).
+                scale = np.array([1.0, 1.0, guess / raw.focal])
+                raw = replace(raw, focal=guess, translation=raw.translation * scale)
+            else:
+                raw = fit(points, weights, model, width, height, focal=guess, **kw)
     if cfg.model == "subject":  # rebuild the model through the fitted camera, and fit again
         for _ in range(cfg.refine_rounds):
             lifted = backproject_shapes(points, model, raw, width, height)
