@@ -76,6 +76,8 @@ def load(kind: str = "2D", device: str = "cpu"):
 
 def fan_landmarks(frames: Iterable[np.ndarray], n_frames: int, cfg: LandmarksConfig):
     """68 FAN landmarks per frame: `(N, 68, 3)` points (z = 0 for 2D), found mask, face counts."""
+    from speech2lip.landmarks import largest
+
     model = load(cfg.fan_type, "cpu")
     points = np.zeros((n_frames, 68, 3), np.float32)
     found = np.zeros(n_frames, bool)
@@ -85,8 +87,7 @@ def fan_landmarks(frames: Iterable[np.ndarray], n_frames: int, cfg: LandmarksCon
         faces[i] = len(result)
         if not result:
             continue
-        sizes = [np.ptp(r[:, 0]) * np.ptp(r[:, 1]) for r in result]
-        best = result[int(np.argmax(sizes))]
+        best = largest(result)
         points[i, :, : best.shape[1]] = best
         found[i] = True
     return points, found, faces

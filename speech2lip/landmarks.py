@@ -74,6 +74,11 @@ def fill_gaps(
     return filled, ~found
 
 
+def largest(faces: list[np.ndarray]) -> np.ndarray:
+    """The face whose points span the largest area, from `(P, 2|3)` arrays."""
+    return faces[int(np.argmax([np.ptp(f[:, 0]) * np.ptp(f[:, 1]) for f in faces]))]
+
+
 def boxes(points: np.ndarray) -> np.ndarray:
     """`[x, y, w, h]` extent of each frame's points, `(N, 4)`."""
     lo, hi = points[..., :2].min(axis=1), points[..., :2].max(axis=1)
@@ -103,8 +108,7 @@ def mediapipe_landmarks(frames, n_frames: int, cfg: LandmarksConfig):
             if not result:
                 continue
             cands = [np.array([[p.x * w, p.y * h, p.z * w] for p in r.landmark]) for r in result]
-            sizes = [np.ptp(c[:, 0]) * np.ptp(c[:, 1]) for c in cands]
-            points[i] = cands[int(np.argmax(sizes))]
+            points[i] = largest(cands)
             found[i] = True
     return points, found, faces
 
