@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -158,10 +159,11 @@ def test_editing_a_stage_module_reruns_it_and_touching_it_does_not(finished):
     original = module.read_text()
     stat = module.stat()
     try:
-        os.utime(module, (stat.st_atime + 3600, stat.st_mtime + 3600))  # touched, same content
+        later = time.time() + 3600  # newer than every output (copy2 kept the repo's old mtime)
+        os.utime(module, (later, later))  # touched, same content
         assert dry(finished) == {}  # small inputs are compared by checksum
         module.write_text(original + "\n# an edit\n")
-        os.utime(module, (stat.st_atime + 7200, stat.st_mtime + 7200))
+        os.utime(module, (later + 3600, later + 3600))
         jobs = dry(finished)
         assert set(jobs) == AFTER_RESAMPLE and "resample.py" in jobs["resample"]
     finally:
@@ -199,7 +201,8 @@ def test_touching_an_input_reruns_only_when_it_is_too_large_to_checksum(finished
     stat = video.stat()
     assert stat.st_size < 1_000_000  # under Snakemake's default checksum limit (1 MB)
     try:
-        os.utime(video, (stat.st_atime + 3600, stat.st_mtime + 3600))
+        later = time.time() + 3600
+        os.utime(video, (later, later))
         assert dry(finished) == {}  # newer, but its checksum is unchanged: nothing to do
         jobs = dry(finished, "--max-checksum-file-size", "1000")  # as for a large file
         assert set(jobs) == AFTER_RESAMPLE and "Updated input files" in jobs["resample"]
