@@ -1,6 +1,6 @@
 # speech2lip: personalised lip-sync video as a staged, cached Snakemake pipeline.
 # Run `snakemake --cores 8` (every subject in config.yaml) or name a target, e.g.
-# `snakemake --cores 8 results/sample/pose_depth/geometry.h5`. See README.md.
+# `snakemake --cores 8 results/sample/warp/index.json`. See README.md.
 import os
 
 from speech2lip.config import ConfigError, read_yaml
@@ -20,7 +20,7 @@ include: "rules/common.smk"
 
 rule all:
     input:
-        expand("results/{subject}/pose_depth/geometry.h5", subject=list(config["subjects"])),
+        expand("results/{subject}/warp/index.json", subject=list(config["subjects"])),
     default_target: True
 
 
@@ -29,3 +29,4 @@ include: "rules/resample.smk"
 include: "rules/landmarks.smk"
 include: "rules/fit3dmm.smk"
 include: "rules/pose_depth.smk"
+include: "rules/warp.smk"

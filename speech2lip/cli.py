@@ -132,6 +132,18 @@ STAGES: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
          ("landmarks", "landmarks/landmarks.npz"), ("fit", "fit3dmm/fit.npz"),
          ("out_dir", "output folder, e.g. results/<subject>/pose_depth")],
     ),
+    "warp": (
+        "canonical lip crops, C2O grids, audio features -> HDF5 shards",
+        "Warp every frame into the canonical view over the lip box (O2C: the lip model's "
+        "training target, with its validity mask), cut the observed mouth box and its C2O "
+        "sampling grid, compute Wav2Lip mel windows and SyncNet MFCCs, and write them with poses "
+        "and landmarks into sharded, compressed, checksummed HDF5 (shards/*.h5, index.json), "
+        "built in parallel. Also warp.json and QA pictures.",
+        [("frames", "resample/frames.mkv"), ("meta", "resample/meta.json"),
+         ("audio", "resample/audio.wav"), ("landmarks", "landmarks/landmarks.npz"),
+         ("geometry", "pose_depth/geometry.h5"),
+         ("out_dir", "output folder, e.g. results/<subject>/warp")],
+    ),
 }  # fmt: skip
 
 
@@ -151,9 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "sample":
             p.add_argument("--output", default="data/sample/video.mp4", help="video to write")
             p.add_argument("--controls", help="also write the per-frame controls (.npz)")
-        if name == "pose_depth":
+        if name in ("pose_depth", "warp"):
             p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
-                           help="processes rasterising depth maps (default: all CPUs)")  # fmt: skip
+                           help="worker processes (default: all CPUs)")  # fmt: skip
         _add_stage_flags(p, name)
         p.set_defaults(func=_run_stage)
     return parser

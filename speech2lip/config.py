@@ -93,12 +93,29 @@ class PoseDepthConfig:
     qa_frames: int = 16
 
 
+@dataclass(frozen=True)
+class WarpConfig:
+    """GAMEM mappings, audio features and HDF5 shards."""
+
+    lip_size: str | tuple[int, int] = "auto"
+    lip_margin: int = 8
+    extended_scale: tuple[float, float] = (1.5, 2.0)
+    occlusion_tolerance: float = 0.01
+    shard_frames: int = 250
+    compression: str = "gzip"
+    compression_level: int = 4
+    store_frames: bool = False
+    batch_frames: int = 16
+    qa_frames: int = 8
+
+
 STAGE_CONFIGS: dict[str, type] = {
     "sample": SampleConfig,
     "resample": ResampleConfig,
     "landmarks": LandmarksConfig,
     "fit3dmm": Fit3dmmConfig,
     "pose_depth": PoseDepthConfig,
+    "warp": WarpConfig,
 }
 
 

@@ -17,6 +17,15 @@ ROOT = Path(__file__).resolve().parent.parent
 MEDIA = ROOT.parent / "shared" / "media"
 
 
+def _fast_fit():
+    from speech2lip.config import Fit3dmmConfig
+
+    return Fit3dmmConfig(iterations=30, n_expression=8)
+
+
+FAST_FIT = _fast_fit()
+
+
 def index_frame(k: int, width: int, height: int) -> np.ndarray:
     """A frame whose grey level encodes `k` (robust to lossy coding): blocks of 8*(k % 32)."""
     img = np.full((height, width, 3), 8 * (k % 32), np.uint8)
@@ -67,6 +76,24 @@ def demo_video(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo") / "video.mp4"
     run(SampleConfig(duration=3, seed=3), out, out.with_suffix(".npz"))
     return out
+
+
+@pytest.fixture(scope="session")
+def demo_geometry(tmp_path_factory, demo_video) -> Path:
+    """The 3-second demo through resample (256 px), landmarks, fit3dmm and pose_depth."""
+    from speech2lip import fit3dmm, landmarks, pose_depth, resample
+    from speech2lip.config import LandmarksConfig, PoseDepthConfig, ResampleConfig
+
+    base = tmp_path_factory.mktemp("geometry")
+    resample.run(demo_video, base / "resample", ResampleConfig(size=256))
+    landmarks.run(base / "resample/frames.mkv", base / "resample/meta.json", base / "landmarks",
+                  LandmarksConfig())  # fmt: skip
+    fit3dmm.run(base / "landmarks/landmarks.npz", base / "resample/meta.json", base / "fit3dmm",
+                FAST_FIT)  # fmt: skip
+    pose_depth.run(base / "resample/frames.mkv", base / "resample/meta.json",
+                   base / "landmarks/landmarks.npz", base / "fit3dmm/fit.npz", base / "pose_depth",
+                   PoseDepthConfig(qa_frames=4))  # fmt: skip
+    return base
 
 
 def media(name: str) -> Path:

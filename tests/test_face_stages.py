@@ -22,23 +22,6 @@ from speech2lip.errors import Speech2LipError
 from speech2lip.landmarks import fill_gaps, runs
 from speech2lip.media import read_frames
 
-FAST_FIT = Fit3dmmConfig(iterations=30, n_expression=8)
-
-
-@pytest.fixture(scope="module")
-def demo_geometry(tmp_path_factory, demo_video) -> Path:
-    """The 3-second demo through resample (256 px), landmarks, fit3dmm and pose_depth."""
-    base = tmp_path_factory.mktemp("geometry")
-    resample.run(demo_video, base / "resample", ResampleConfig(size=256))
-    landmarks.run(base / "resample/frames.mkv", base / "resample/meta.json", base / "landmarks",
-                  LandmarksConfig())  # fmt: skip
-    fit3dmm.run(base / "landmarks/landmarks.npz", base / "resample/meta.json", base / "fit3dmm",
-                FAST_FIT)  # fmt: skip
-    pose_depth.run(base / "resample/frames.mkv", base / "resample/meta.json",
-                   base / "landmarks/landmarks.npz", base / "fit3dmm/fit.npz", base / "pose_depth",
-                   PoseDepthConfig(qa_frames=4))  # fmt: skip
-    return base
-
 
 def test_runs_and_gap_filling():
     found = np.array([1, 1, 0, 0, 1, 0, 1, 1, 0], bool)

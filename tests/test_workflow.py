@@ -14,8 +14,8 @@ import pytest
 import yaml
 from conftest import ROOT
 
-STAGES_SO_FAR = {"sample", "resample", "landmarks", "fit3dmm", "pose_depth"}
-AFTER_RESAMPLE = {"resample", "landmarks", "fit3dmm", "pose_depth"}
+STAGES_SO_FAR = {"sample", "resample", "landmarks", "fit3dmm", "pose_depth", "warp"}
+AFTER_RESAMPLE = {"resample", "landmarks", "fit3dmm", "pose_depth", "warp"}
 
 
 def snakemake(
@@ -121,7 +121,8 @@ def dry(work: Path, *args: str) -> dict[str, str]:
 @pytest.mark.slow
 def test_end_to_end_run_leaves_outputs_logs_and_benchmarks(finished):
     for out in ("resample/meta.json", "landmarks/landmarks.npz", "fit3dmm/fit.npz",
-                "pose_depth/geometry.h5", "pose_depth/qa_contact_sheet.png"):  # fmt: skip
+                "pose_depth/geometry.h5", "pose_depth/qa_contact_sheet.png", "warp/index.json",
+                "warp/shards/shard_00000.h5", "warp/qa_roundtrip.png"):  # fmt: skip
         assert (finished / "results" / "sample" / out).is_file(), out
     assert (finished / "data" / "sample" / "video.mp4").is_file()
     for stage in STAGES_SO_FAR:
@@ -141,9 +142,13 @@ def test_a_param_change_reruns_that_stage_and_what_follows(finished):
         jobs = dry(finished)
         assert set(jobs) == STAGES_SO_FAR and "Params have changed" in jobs["sample"]
 
-        write_config(finished, pose_depth={"head_grow": 0.5})  # the last stage: itself only
+        write_config(finished, pose_depth={"head_grow": 0.5})
         jobs = dry(finished)
-        assert set(jobs) == {"pose_depth"} and "Params have changed" in jobs["pose_depth"]
+        assert set(jobs) == {"pose_depth", "warp"} and "Params have changed" in jobs["pose_depth"]
+
+        write_config(finished, warp={"shard_frames": 20})  # the last stage: itself only
+        jobs = dry(finished)
+        assert set(jobs) == {"warp"} and "Params have changed" in jobs["warp"]
 
         override = {"sample": {"video": "data/sample/video.mp4", "resample": {"size": 64}}}
         write_config(finished, subjects=override)
@@ -177,7 +182,7 @@ def test_deleting_a_file_recreates_only_what_is_asked_for(finished):
     stash = finished.parent / "stash"
     stash.mkdir(exist_ok=True)
     results = finished / "results" / "sample"
-    target = results / "pose_depth" / "geometry.h5"
+    target = results / "warp" / "index.json"
     for path in (target, results / "resample" / "meta.json", finished / "data/sample/video.mp4"):
         kept = stash / path.name
         shutil.copy2(path, kept)
@@ -185,7 +190,7 @@ def test_deleting_a_file_recreates_only_what_is_asked_for(finished):
         try:
             jobs = dry(finished)
             if path == target:  # the target: its rule only
-                assert set(jobs) == {"pose_depth"} and "Missing output" in jobs["pose_depth"]
+                assert set(jobs) == {"warp"} and "Missing output" in jobs["warp"]
             else:  # an intermediate that no out-of-date job needs is not re-made ...
                 assert jobs == {}
                 jobs = dry(finished, str(path.relative_to(finished)))  # ... unless asked for
