@@ -6,7 +6,8 @@
 Runs Snakemake (one job at a time, so stage timings do not overlap) in a work folder whose
 config lists the demo subject and every clip under --media, then prints, per subject and
 stage, wall time, frames/s and peak memory (from each rule's benchmark TSV) and the face fit's
-reprojection error and pose jitter (from fit3dmm/fit.json).
+reprojection error and pose jitter (from fit3dmm/fit.json), and the warp stage's bytes per
+frame and O2C->C2O round-trip PSNR (from warp/warp.json).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["resample", "landmarks", "fit3dmm", "pose_depth"]
+STAGES = ["resample", "landmarks", "fit3dmm", "pose_depth", "warp"]
 
 
 def main() -> None:
@@ -54,7 +55,7 @@ def main() -> None:
             with open(work / f"benchmarks/{name}/{stage}.tsv") as f:
                 row = list(csv.DictReader(f, delimiter="\t"))[-1]
             wall = float(row["s"])
-            total += wall if stage != "resample" else 0
+            total += wall if stage in ("landmarks", "fit3dmm", "pose_depth") else 0
             print(f"{name} | {n} | {stage} | {wall:.1f} | {n / wall:.1f} | {row['max_rss']}")
         print(f"{name} | {n} | landmarks+fit3dmm+pose_depth | {total:.1f} | {n / total:.1f} |")
         fit = json.loads((work / f"results/{name}/fit3dmm/fit.json").read_text())
@@ -63,6 +64,14 @@ def main() -> None:
               f"smoothing {err['mean_before_smoothing']:.2f}), focal {fit['focal_px']:.0f} px "
               f"({fit['focal_source']}), jitter {jb['rotation_deg']:.3f} -> "
               f"{ja['rotation_deg']:.3f} deg/frame^2")  # fmt: skip
+        w = json.loads((work / f"results/{name}/warp/warp.json").read_text())
+        rt = w["roundtrip_psnr_db"]
+        print(f"  warp: {w['frames_per_second']:.1f} frames/s in-stage ({w['processes']} "
+              f"processes), {w['bytes_per_frame'] / 1024:.0f} KiB/frame, lip box "
+              f"{w['lip_box'][2]}x{w['lip_box'][3]}, extended {w['extended_box'][2]}x"
+              f"{w['extended_box'][3]}, O2C->C2O round-trip PSNR in the mouth box: median "
+              f"{rt['median']:.1f} dB (mean {rt['mean']:.1f}, p5 {rt['p5']:.1f}), valid "
+              f"canonical pixels {100 * w['canonical_mask_fraction']:.1f} %")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -257,3 +257,15 @@ def test_real_clip_round_trip(tmp_path, name):
     psnr = summary["roundtrip_psnr_db"]
     print(f"{name} at 256 px: O2C->C2O round-trip PSNR in the mouth box {psnr}")
     assert psnr["median"] > 28 and summary["canonical_mask_fraction"] > 0.8
+
+
+def test_store_frames_keeps_whole_frames_and_lzf_works(demo_geometry, tmp_path):
+    from speech2lip.media import read_frames
+
+    run_warp(demo_geometry, tmp_path, WarpConfig(shard_frames=40, qa_frames=2, store_frames=True,
+                                                 compression="lzf"))  # fmt: skip
+    frames = np.stack(list(read_frames(demo_geometry / "resample/frames.mkv", 256, 256)))
+    data = WarpData(tmp_path / "index.json", fields=["frame"])
+    assert np.array_equal(data.read(np.arange(len(frames)))["frame"], frames)
+    with h5py.File(tmp_path / data.index["shards"][0]["file"]) as h5:
+        assert h5["frame"].compression == "lzf" and h5["frame"].fletcher32
