@@ -44,6 +44,12 @@ def test_a_tone_lands_in_its_band_and_its_frames():
     assert (windows[32:] == -4).all()  # starts after 1.2 s + 25 ms
     centres = audio._mel_to_hz(np.linspace(audio._hz_to_mel(55), audio._hz_to_mel(7600), 82)[1:-1])
     assert abs(centres[windows[22, :, 8].argmax()] - 1000) < 60
+    # Away from the clip's end the windows equal Wav2Lip's crop of the plain spectrogram.
+    plain = audio.melspectrogram(wav)
+    for i in (0, 7, 21, 30):
+        s = int(80.0 * (i / 25.0))  # Wav2Lip's crop_audio_window
+        assert s + 16 + 2 < plain.shape[1]
+        assert np.array_equal(windows[i], plain[:, s : s + 16])
     # The window of frame i starts at mel frame int(80 i / 25) of the whole spectrogram.
     full = audio.melspectrogram(np.concatenate([wav, np.zeros(4000)]))
     for i in (0, 7, 21, n - 1):

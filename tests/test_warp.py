@@ -165,9 +165,21 @@ def test_shard_write_read_round_trip_is_bit_exact(tmp_path):
     got = data.read(np.arange(10))
     for key, value in values.items():
         assert got[key].dtype == value.dtype and np.array_equal(got[key], value)
-    shuffled = np.array([9, 0, 4, 3, 7])
-    assert np.array_equal(data.read(shuffled)["grid"], values["grid"][shuffled])
     assert data.split_ids("test").tolist() == [8, 9]
+    # Unsorted, repeated, cross-shard, sparse ids, with one open file at a time (LRU eviction).
+    small = WarpData(tmp_path / "index.json", max_open=1)
+    for ids in ([9, 0, 4, 3, 7], [1, 1, 9, 1], [0, 3], [2, 8, 2, 5, 6, 0]):
+        got = small.read(ids)
+        for key, value in values.items():
+            assert np.array_equal(got[key], value[ids]), (ids, key)
+        for i in ids:
+            assert np.array_equal(small[i]["mel"], values["mel"][i])
+    pre = WarpData(tmp_path / "index.json", fields=["grid"], preload=True)
+    assert np.array_equal(pre.mel_context(9, 1), values["mel"][[8, 9, 9]])  # mel not preloaded
+    with pytest.raises(ValueError, match="1-D"):
+        data.read(np.zeros((2, 2), int))
+    with pytest.raises(ValueError, match="max_open"):
+        WarpData(tmp_path / "index.json", max_open=0)
 
 
 def test_a_corrupted_shard_is_a_clear_error(tmp_path):
@@ -262,8 +274,12 @@ def test_real_clip_round_trip(tmp_path, name):
 def test_store_frames_keeps_whole_frames_and_lzf_works(demo_geometry, tmp_path):
     from speech2lip.media import read_frames
 
+    n = json.loads((demo_geometry / "resample/meta.json").read_text())["n_frames"]
+    run_warp(demo_geometry, tmp_path, WarpConfig(shard_frames=20, qa_frames=2))
+    assert len(list((tmp_path / "shards").glob("shard_*.h5"))) == -(-n // 20)
     run_warp(demo_geometry, tmp_path, WarpConfig(shard_frames=40, qa_frames=2, store_frames=True,
                                                  compression="lzf"))  # fmt: skip
+    assert len(list((tmp_path / "shards").glob("shard_*.h5"))) == -(-n // 40)  # none stale
     frames = np.stack(list(read_frames(demo_geometry / "resample/frames.mkv", 256, 256)))
     data = WarpData(tmp_path / "index.json", fields=["frame"])
     assert np.array_equal(data.read(np.arange(len(frames)))["frame"], frames)

@@ -25,6 +25,7 @@ import math
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import cv2
@@ -442,22 +443,29 @@ def run(
     }  # fmt: skip
     shard_dir = out_dir / SHARD_DIR
     shard_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "index.json").unlink(missing_ok=True)  # an old index must not outlive its shards
     ranges = shard_ranges(n, cfg.shard_frames)
     jobs = [(i, a, b, str(shard_dir)) for i, (a, b) in enumerate(ranges)]
     results: dict[int, dict] = {}
     ctx = multiprocessing.get_context("fork")  # workers inherit `shared`; no HDF5 open here
     workers = max(1, min(threads, len(jobs)))
-    with (
-        ProcessPoolExecutor(workers, ctx, initializer=_init_worker, initargs=(shared,)) as pool,
-        tqdm(total=n, desc="warp", unit="frame", disable=None) as bar,
-    ):
-        futures = [pool.submit(_write_shard, job) for job in jobs]
-        for future in as_completed(futures):
-            res = future.result()
-            results[res["number"]] = res
-            bar.update(res["stop"] - res["start"])
-            log.info("warp: shard %d (frames %d-%d) written, %d/%d shards", res["number"],
-                     res["start"], res["stop"] - 1, len(results), len(jobs))  # fmt: skip
+    pool = ProcessPoolExecutor(workers, ctx, initializer=_init_worker, initargs=(shared,))
+    try:
+        with tqdm(total=n, desc="warp", unit="frame", disable=None) as bar:
+            futures = [pool.submit(_write_shard, job) for job in jobs]
+            for future in as_completed(futures):
+                res = future.result()
+                results[res["number"]] = res
+                bar.update(res["stop"] - res["start"])
+                log.info("warp: shard %d (frames %d-%d) written, %d/%d shards", res["number"],
+                         res["start"], res["stop"] - 1, len(results), len(jobs))  # fmt: skip
+    except BrokenProcessPool:
+        raise Speech2LipError(
+            "a warp worker process died (out of memory?); lower --threads or warp.batch_frames "
+            "and run again"
+        ) from None
+    finally:  # on an error, do not wait for the shards still queued
+        pool.shutdown(wait=True, cancel_futures=True)
     canonical_frame = read_one(frames_path, width, height, canon)
     with atomic_path(shard_dir / CANONICAL_FILE) as tmp, h5py.File(tmp, "w") as h5:
         h5.create_dataset("frame", data=canonical_frame, compression="gzip")
@@ -518,6 +526,10 @@ def run(
         },
         "seconds": elapsed, "frames_per_second": n / elapsed, "processes": workers,
     }  # fmt: skip
+    keep = {Path(s_["file"]).name for s_ in shards} | {CANONICAL_FILE}
+    for stale in [*shard_dir.glob("shard_*.h5"), *shard_dir.glob(".*.tmp-*.h5")]:
+        if stale.name not in keep:  # left by an earlier run with other settings, or killed
+            stale.unlink(missing_ok=True)
     write_json(out_dir / "warp.json", summary)
     write_json(out_dir / "index.json", index)  # last: its presence means the output is whole
     log.info("warp: %d frames in %.1f s (%.1f frames/s), %.0f KB/frame, round-trip PSNR "

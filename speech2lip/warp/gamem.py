@@ -190,11 +190,13 @@ def c2o_grid_from_canonical(
 
     Solves f(p_c) = p_o for every observed pixel p_o of the box at `origin` `(B, 2)` of `size`
     (width, height), with f(p_c) = proj(K T_{c->o} D_c(p_c) K^-1 p_c) and D_c sampled
-    bilinearly from `canonical_depth` `(B|1, ch, cw)` over `canonical_box`. Newton-like
-    iterations with the Jacobian of f's best affine fit start from that fit's inverse. Only the
-    last iteration is tracked by autograd, which gives the implicit-function gradient with respect
-    to D_c (the fixed point's). Returns (grid `(B, h, w, 2)` as `c2o_grid`, validity `(B, h, w)`:
-    inside the crop, on the canonical surface, converged within `tolerance_px`).
+    bilinearly from `canonical_depth` `(B|1, ch, cw)` over `canonical_box`. Starts from the
+    inverse of f's best affine fit, then takes damped Newton steps (at most 4 px, kept inside
+    the crop) with f's own per-pixel Jacobian (by autograd). Only the last step is tracked by
+    autograd, so the gradient with respect to D_c is the implicit-function gradient of the solution,
+    -J^-1 df/dD_c (a test compares it with finite differences). Returns (grid `(B, h, w, 2)` as
+    `c2o_grid`, validity `(B, h, w)`: inside the crop, on the canonical surface, converged
+    within `tolerance_px`). A frame with no usable canonical pixel is simply all invalid.
     """
     depth = _batch(canonical_depth, 2)
     x0, y0, cw, ch = canonical_box
@@ -203,29 +205,56 @@ def c2o_grid_from_canonical(
     batch = max(depth.shape[0], t_co.shape[0] if t_co.dim() == 3 else 1, origin.shape[0])
     target = pixel_centres(0, 0, w, h, device=depth.device, dtype=depth.dtype).unsqueeze(0)
     target = target + origin.to(depth.dtype)[:, None, None, :]  # (B, h, w, 2) observed pixels
+    eye = torch.eye(2, device=depth.device, dtype=depth.dtype)
 
     def forward(local: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:
         value, covered = _surface(d.expand(batch, -1, -1), local)
         mapped, z = map_pixels(local + offset, value, k, t_co)
         return mapped, covered & (z > MIN_Z)
 
+    def inverse_jacobian(where: Tensor, fallback: Tensor) -> Tensor:
+        """(J_f)^-1 at `where`, by autograd (each output pixel depends on its own position
+        only, so the gradient of a sum gives every pixel's derivatives); `fallback` where J
+        is singular (off the surface)."""
+        with torch.enable_grad():
+            where = where.detach().requires_grad_(True)
+            mapped = forward(where, d0)[0]
+            gx = torch.autograd.grad(mapped[..., 0].sum(), where, retain_graph=True)[0]
+            gy = torch.autograd.grad(mapped[..., 1].sum(), where)[0]
+        jac = torch.stack([gx, gy], dim=-1)  # row-vector convention: dp_o = dp_c @ jac
+        inv, info = torch.linalg.inv_ex(jac)
+        return torch.where((info == 0)[..., None, None], inv, fallback)
+
+    lo = torch.tensor([0.5, 0.5], device=depth.device, dtype=depth.dtype)
+    hi = torch.tensor([cw - 0.5, ch - 0.5], device=depth.device, dtype=depth.dtype)
+    d0 = depth.detach()
     with torch.no_grad():
-        d0 = depth.detach()
         local = pixel_centres(0, 0, cw, ch, device=depth.device, dtype=depth.dtype)
-        local = local.unsqueeze(0).expand(batch, -1, -1, -1)
-        mapped, ok = forward(local, d0)
+        local = local.unsqueeze(0).expand(batch, -1, -1, -1).reshape(batch, -1, 2)
+        mapped, ok = forward(local.reshape(batch, ch, cw, 2), d0)
         weight = ok.to(depth.dtype).reshape(batch, -1, 1)
-        src = torch.cat([local.reshape(batch, -1, 2), torch.ones_like(weight)], dim=-1)
-        affine = torch.linalg.lstsq(src * weight, mapped.reshape(batch, -1, 2) * weight).solution
-        lin = affine[:, :2, :]  # (B, 2, 2): row-vector convention, p_o = p_c @ lin + shift
-        inv_lin = torch.linalg.inv(lin)
-        current = (target - affine[:, None, None, 2, :]) @ inv_lin[:, None]
-        for _ in range(max(iterations - 1, 0)):
-            mapped, _ = forward(current, d0)
-            current = current + (target - mapped) @ inv_lin[:, None]
+        usable = weight.sum(dim=(1, 2)) >= 3  # else fit the identity: every pixel ends invalid
+        src = torch.cat([local, torch.ones_like(weight)], dim=-1)
+        dst = mapped.reshape(batch, -1, 2)
+        src = torch.where(usable[:, None, None], src * weight, src)
+        dst = torch.where(usable[:, None, None], dst * weight, local)
+        affine = torch.linalg.lstsq(src, dst).solution  # p_o = p_c @ affine[:2] + affine[2]
+        inv_lin, info = torch.linalg.inv_ex(affine[:, :2, :])
+        inv_lin = torch.where((info == 0)[:, None, None], inv_lin, eye)[:, None, None]
+        current = ((target - affine[:, None, None, 2, :]).unsqueeze(-2) @ inv_lin).squeeze(-2)
+        current = torch.minimum(torch.maximum(current, lo), hi)
+    for _ in range(max(iterations - 1, 0)):  # damped Newton steps, kept inside the crop
+        inv_jac = inverse_jacobian(current, inv_lin)
+        with torch.no_grad():
+            delta = ((target - forward(current, d0)[0]).unsqueeze(-2) @ inv_jac).squeeze(-2)
+            norm = delta.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+            delta = delta * torch.clamp(4.0 / norm, max=1.0)  # at most 4 px per step
+            current = torch.minimum(torch.maximum(current + delta, lo), hi)
+    # The last Newton step is the one autograd sees: its gradient is the fixed point's.
+    inv_jac = inverse_jacobian(current, inv_lin)
     mapped, ok = forward(current, depth)
-    current = current + (target - mapped) @ inv_lin[:, None]
+    current = current + ((target - mapped).unsqueeze(-2) @ inv_jac).squeeze(-2)
     with torch.no_grad():
         residual = (forward(current.detach(), d0)[0] - target).norm(dim=-1)
-    valid = ok & inside(current, cw, ch) & (residual < tolerance_px)
+    valid = ok & inside(current, cw, ch) & (residual < tolerance_px) & usable[:, None, None]
     return normalize(current, cw, ch), valid

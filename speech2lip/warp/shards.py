@@ -145,6 +145,8 @@ class WarpData:
             raise Speech2LipError(
                 f"{self.index_path}: no field(s) {unknown}; fields: {sorted(self.field_specs)}"
             )
+        if max_open < 1:
+            raise ValueError(f"max_open must be at least 1, got {max_open}")
         self.max_open = max_open
         self._files: OrderedDict[int, h5py.File] = OrderedDict()
         self._dsets: dict[int, dict[str, h5py.Dataset]] = {}
@@ -167,7 +169,7 @@ class WarpData:
     def __getitem__(self, frame: int) -> dict[str, np.ndarray]:
         frame = self._check(frame)
         if self._memory is not None:
-            return {k: v[frame] for k, v in self._memory.items()}
+            return {name: self._memory[name][frame] for name in self.fields}
         number = self._shard_of(frame)
         local = frame - self.shards[number]["start"]
         return {k: v[0] for k, v in self._read_shard(number, local, local + 1).items()}
@@ -175,10 +177,12 @@ class WarpData:
     def read(self, ids: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
         """Frames `ids` (any order, repeats allowed) as arrays with a leading batch axis."""
         ids = np.asarray(ids, np.int64)
+        if ids.ndim != 1:
+            raise ValueError(f"frame ids must be a 1-D sequence, got shape {ids.shape}")
         for i in ids:
             self._check(int(i))
-        if self._memory is not None:
-            return {k: v[ids] for k, v in self._memory.items()}
+        if self._memory is not None and all(name in self._memory for name in self.fields):
+            return {name: self._memory[name][ids] for name in self.fields}
         out = {name: np.empty((len(ids), *self._shape(name)), self._dtype(name))
                for name in self.fields}  # fmt: skip
         shard_of = np.searchsorted(self.starts, ids, side="right") - 1
