@@ -1,0 +1,129 @@
+"""The implicit lip model f(u, v, audio, t) -> rgb and its continuous (4-corner) sampling.
+
+Coordinates (u, v) are `grid_sample` coordinates of the canonical lip crop (-1 and 1 are the
+crop's outer edges, `align_corners=False`; pixel centres at -1 + (2i + 1) / size). Audio codes
+come from `AudioEncoder`; the timestamp is the source frame index of the background frame
+divided by the clip's frame count, so it means the same in training and rendering.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class PositionalEncoding(nn.Module):
+    """gamma(x) = [x, sin(2^k pi x), cos(2^k pi x)] for k < n_freqs, per input dimension."""
+
+    def __init__(self, n_freqs: int) -> None:
+        super().__init__()
+        self.register_buffer("scales", (2.0 ** torch.arange(n_freqs)) * math.pi, persistent=False)
+        self.n_freqs = n_freqs
+
+    def out_dim(self, in_dim: int) -> int:
+        return in_dim * (1 + 2 * self.n_freqs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        angles = (x.unsqueeze(-1) * self.scales).flatten(-2)
+        return torch.cat([x, torch.sin(angles), torch.cos(angles)], dim=-1)
+
+
+class ImplicitLips(nn.Module):
+    """MLP f(gamma(u, v), audio code, time code) -> rgb in 0..1.
+
+    `depth` layers of `width` with one skip (the input features re-enter at layer `skip`).
+    Audio and time enter through per-frame projections computed once per frame and added to
+    the first and the skip layer: `forward(uv (B, P, 2), audio (B, A), time (B,) or None)`
+    -> `(B, P, 3)`. `time_freqs = 0` turns the timestamp off.
+    """
+
+    def __init__(
+        self,
+        audio_dim: int = 64,
+        uv_freqs: int = 10,
+        time_freqs: int = 4,
+        width: int = 256,
+        depth: int = 8,
+        skip: int = 4,
+    ) -> None:
+        super().__init__()
+        self.uv_enc = PositionalEncoding(uv_freqs)
+        self.use_time = time_freqs > 0
+        self.time_enc = PositionalEncoding(time_freqs) if self.use_time else None
+        frame_dim = audio_dim + (self.time_enc.out_dim(1) if self.time_enc else 0)
+        uv_dim = self.uv_enc.out_dim(2)
+        self.skip = skip if 0 < skip < depth else None
+        self.first = nn.Linear(uv_dim, width)
+        self.frame_first = nn.Linear(frame_dim, width, bias=False)
+        self.hidden = nn.ModuleList(nn.Linear(width, width) for _ in range(depth - 1))
+        if self.skip is not None:
+            self.skip_uv = nn.Linear(uv_dim, width, bias=False)
+            self.frame_skip = nn.Linear(frame_dim, width, bias=False)
+        self.out = nn.Linear(width, 3)
+
+    def frame_features(self, audio: Tensor, time: Tensor | None) -> Tensor:
+        """Per-frame conditioning `(B, A + T)`."""
+        if not self.use_time:
+            return audio
+        if time is None:
+            raise ValueError("this model was built with a timestamp: pass `time`")
+        return torch.cat([audio, self.time_enc(time[:, None])], dim=-1)
+
+    def forward(self, uv: Tensor, audio: Tensor, time: Tensor | None = None) -> Tensor:
+        cond = self.frame_features(audio, time)
+        enc = self.uv_enc(uv)
+        h = torch.relu(self.first(enc) + self.frame_first(cond)[:, None])
+        for i, layer in enumerate(self.hidden, start=1):
+            h = layer(h)
+            if i == self.skip:
+                h = h + self.skip_uv(enc) + self.frame_skip(cond)[:, None]
+            h = torch.relu(h)
+        return torch.sigmoid(self.out(h))
+
+
+def corner_offsets(uv: Tensor, cell: Tensor, random: bool) -> tuple[Tensor, Tensor]:
+    """The four corners `(B, P, 4, 2)` of a rectangle around each target `uv` `(B, P, 2)` and
+    their weights `(B, P, 4)`: each corner weighted by the area of the sub-rectangle opposite
+    to it (bilinear weights), so the weights sum to 1 and an affine field is reproduced exactly.
+
+    `cell` `(2,)` is one pixel in uv units. Training (`random`): the rectangle is one cell in
+    size and the target lies at a uniformly random place inside it. Rendering: the target is at
+    the rectangle's centre (each weight 1/4): the estimator's value at the mean placement.
+    """
+    frac = torch.rand_like(uv) if random else torch.full_like(uv, 0.5)  # target's place
+    lo = uv - frac * cell
+    hi = lo + cell
+    xs = torch.stack([lo[..., 0], hi[..., 0], lo[..., 0], hi[..., 0]], dim=-1)
+    ys = torch.stack([lo[..., 1], lo[..., 1], hi[..., 1], hi[..., 1]], dim=-1)
+    corners = torch.stack([xs, ys], dim=-1)
+    wx = torch.stack([1 - frac[..., 0], frac[..., 0]], dim=-1)  # weight of the lo/hi x corner
+    wy = torch.stack([1 - frac[..., 1], frac[..., 1]], dim=-1)
+    weights = (wy[..., :, None] * wx[..., None, :]).flatten(-2)  # order: (lo,lo) (hi,lo) ...
+    return corners, weights
+
+
+def render_points(
+    model: ImplicitLips,
+    uv: Tensor,
+    audio: Tensor,
+    time: Tensor | None,
+    cell: Tensor,
+    random: bool,
+) -> Tensor:
+    """Continuous sampling: rgb `(B, P, 3)` at targets `uv` as the weighted sum of the model at
+    the four corners (one forward pass over B x 4P points)."""
+    corners, weights = corner_offsets(uv, cell, random)
+    b, p = uv.shape[:2]
+    rgb = model(corners.reshape(b, p * 4, 2), audio, time).reshape(b, p, 4, 3)
+    return (rgb * weights.unsqueeze(-1)).sum(dim=2)
+
+
+def crop_uv(width: int, height: int, device=None) -> tuple[Tensor, Tensor]:
+    """uv of every pixel centre of a width x height crop `(H * W, 2)` and one cell `(2,)`."""
+    xs = (torch.arange(width, device=device) * 2 + 1) / width - 1
+    ys = (torch.arange(height, device=device) * 2 + 1) / height - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    cell = torch.tensor([2.0 / width, 2.0 / height], device=device)
+    return torch.stack([gx, gy], dim=-1).reshape(-1, 2), cell

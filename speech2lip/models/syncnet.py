@@ -1,0 +1,118 @@
+"""Lip-sync expert: Wav2Lip's SyncNet_color architecture and checkpoint format.
+
+Inputs (as Wav2Lip's `color_syncnet_train.py` feeds them): 5 consecutive frames of the lower
+half of a 96x96 face crop, BGR, 0..1, stacked on the channel axis -> `(B, 15, 48, 96)`; and the
+80x16 mel window starting at the first of those frames -> `(B, 1, 80, 16)`. Outputs are the
+L2-normalised 512-d audio and face embeddings; their cosine similarity is the sync score.
+
+A user's `lipsync_expert.pth` (`{"state_dict": ...}`, keys optionally prefixed `module.`)
+loads with `load_sync_expert`. Without one, the `sync_expert` stage trains this architecture on
+the subject's own train split (see `speech2lip.train`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from speech2lip.errors import Speech2LipError
+
+WAV2LIP_URL = "https://github.com/Rudrabha/Wav2Lip#getting-the-weights"
+
+
+class ConvBlock(nn.Module):
+    """Conv + BatchNorm (+ identity when `residual`) + ReLU; Wav2Lip's `Conv2d`, same keys."""
+
+    def __init__(self, cin: int, cout: int, kernel, stride, padding, residual: bool = False):
+        super().__init__()
+        self.conv_block = nn.Sequential(
+            nn.Conv2d(cin, cout, kernel, stride, padding), nn.BatchNorm2d(cout)
+        )
+        self.residual = residual
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.conv_block(x)
+        return F.relu(out + x if self.residual else out)
+
+
+def _stack(spec: list[tuple]) -> nn.Sequential:
+    """Layers from (cin, cout, kernel, stride, padding[, residual]) rows."""
+    return nn.Sequential(*(ConvBlock(*row) for row in spec))
+
+
+R = True  # residual
+FACE_LAYERS = [  # (15, 48, 96) -> (512, 1, 1)
+    (15, 32, 7, 1, 3), (32, 64, 5, (1, 2), 1), (64, 64, 3, 1, 1, R), (64, 64, 3, 1, 1, R),
+    (64, 128, 3, 2, 1), (128, 128, 3, 1, 1, R), (128, 128, 3, 1, 1, R), (128, 128, 3, 1, 1, R),
+    (128, 256, 3, 2, 1), (256, 256, 3, 1, 1, R), (256, 256, 3, 1, 1, R),
+    (256, 512, 3, 2, 1), (512, 512, 3, 1, 1, R), (512, 512, 3, 1, 1, R),
+    (512, 512, 3, 2, 1), (512, 512, 3, 1, 0), (512, 512, 1, 1, 0),
+]  # fmt: skip
+AUDIO_LAYERS = [  # (1, 80, 16) -> (512, 1, 1)
+    (1, 32, 3, 1, 1), (32, 32, 3, 1, 1, R), (32, 32, 3, 1, 1, R),
+    (32, 64, 3, (3, 1), 1), (64, 64, 3, 1, 1, R), (64, 64, 3, 1, 1, R),
+    (64, 128, 3, 3, 1), (128, 128, 3, 1, 1, R), (128, 128, 3, 1, 1, R),
+    (128, 256, 3, (3, 2), 1), (256, 256, 3, 1, 1, R),
+    (256, 512, 3, 1, 0), (512, 512, 1, 1, 0),
+]  # fmt: skip
+
+
+class SyncNetColor(nn.Module):
+    """Wav2Lip's lip-sync expert. `forward(mel (B,1,80,16), faces (B,15,48,96))` returns
+    (audio embedding, face embedding), each `(B, 512)` with unit L2 norm."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.face_encoder = _stack(FACE_LAYERS)
+        self.audio_encoder = _stack(AUDIO_LAYERS)
+
+    def forward(self, mel: Tensor, faces: Tensor) -> tuple[Tensor, Tensor]:
+        audio = self.audio_encoder(mel).flatten(1)
+        face = self.face_encoder(faces).flatten(1)
+        return F.normalize(audio, p=2, dim=1), F.normalize(face, p=2, dim=1)
+
+
+def expert_faces(frames: Tensor) -> Tensor:
+    """5 RGB face crops `(B, 5, 3, H, W)` in 0..1 -> the expert's input `(B, 15, 48, 96)`:
+    resized to 96x96, lower half, BGR, frames stacked on channels (frame-major)."""
+    b, t = frames.shape[:2]
+    if t != 5:
+        raise ValueError(f"the sync expert takes 5 frames, got {t}")
+    x = F.interpolate(frames.flatten(0, 1), size=(96, 96), mode="bilinear", align_corners=False)
+    x = x.flip(1)[:, :, 48:]  # RGB -> BGR, lower half
+    return x.reshape(b, t * 3, 48, 96)
+
+
+def sync_cosine(model: SyncNetColor, mel: Tensor, frames: Tensor) -> Tensor:
+    """Cosine similarity `(B,)` between mel windows and 5-frame face crops (RGB, 0..1)."""
+    audio, face = model(mel, expert_faces(frames))
+    return (audio * face).sum(dim=1)
+
+
+def load_sync_expert(path: str | Path) -> SyncNetColor:
+    """Load a Wav2Lip-format expert checkpoint; clear errors for a missing or foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise Speech2LipError(
+            f"sync expert checkpoint {path} not found: put Wav2Lip's lipsync_expert.pth there "
+            f"(see {WAV2LIP_URL}), or set train.sync_expert to '' to train one on the subject"
+        )
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise Speech2LipError(f"{path}: not a readable PyTorch checkpoint ({exc})") from None
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise Speech2LipError(f"{path}: expected a dict with 'state_dict', got {type(ckpt)}")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    model = SyncNetColor()
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise Speech2LipError(
+            f"{path}: not a Wav2Lip SyncNet_color checkpoint ({len(missing)} missing keys, e.g. "
+            f"{missing[:2]}; {len(unexpected)} unexpected, e.g. {unexpected[:2]})"
+        )
+    return model.eval()
