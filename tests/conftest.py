@@ -96,6 +96,21 @@ def demo_geometry(tmp_path_factory, demo_video) -> Path:
     return base
 
 
+@pytest.fixture(scope="session")
+def demo_warp(demo_geometry, tmp_path_factory) -> Path:
+    """The 3-second demo's `warp` output (shards of 32 frames, 2 processes)."""
+    from speech2lip import warp
+    from speech2lip.config import WarpConfig
+
+    out = tmp_path_factory.mktemp("warp")
+    base = demo_geometry
+    warp.run(base / "resample/frames.mkv", base / "resample/meta.json",
+             base / "resample/audio.wav", base / "landmarks/landmarks.npz",
+             base / "pose_depth/geometry.h5", out, WarpConfig(shard_frames=32, qa_frames=4),
+             threads=2)  # fmt: skip
+    return out
+
+
 def media(name: str) -> Path:
     """A real clip from ../shared/media, or skip the test when the folder is absent."""
     path = MEDIA / name

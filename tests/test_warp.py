@@ -26,13 +26,6 @@ def run_warp(base: Path, out: Path, cfg: WarpConfig = SMALL, threads: int = 2, a
                     base / "pose_depth/geometry.h5", out, cfg, threads=threads)  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def demo_warp(demo_geometry, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("warp")
-    run_warp(demo_geometry, out)
-    return out
-
-
 def test_warp_writes_shards_index_summary_and_qa(demo_warp, demo_geometry):
     meta = json.loads((demo_geometry / "resample/meta.json").read_text())
     n = meta["n_frames"]

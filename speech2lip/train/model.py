@@ -89,11 +89,20 @@ class Speech2Lip(nn.Module):
         x, y = self.lip_in_ext
         return self.depth()[:, y : y + self.lip_box[3], x : x + self.lip_box[2]]
 
-    def c2o(self, t_co: Tensor, origin: Tensor) -> tuple[Tensor, Tensor]:
-        """Where each mouth-box pixel samples the canonical lip crop, from the learned D_c."""
+    def c2o(
+        self,
+        t_co: Tensor,
+        origin: Tensor,
+        init: Tensor | None = None,
+        init_valid: Tensor | None = None,
+        iterations: int = 8,
+    ) -> tuple[Tensor, Tensor]:
+        """Where each mouth-box pixel samples the canonical lip crop, from the learned D_c
+        (`init`: a starting grid, e.g. the warp stage's D_o grid, so fewer iterations do)."""
         size = (self.ext_box[2], self.ext_box[3])
         return gamem.c2o_grid_from_canonical(self.lip_depth(), self.lip_box, origin, size,
-                                             self.k, t_co)  # fmt: skip
+                                             self.k, t_co, iterations=iterations, init=init,
+                                             init_valid=init_valid)  # fmt: skip
 
     def compose(
         self, lips: Tensor, mouth: Tensor, grid: Tensor, valid: Tensor, holes: Tensor | None = None

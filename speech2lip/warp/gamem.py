@@ -185,6 +185,8 @@ def c2o_grid_from_canonical(
     t_co: Tensor,
     iterations: int = 8,
     tolerance_px: float = 0.05,
+    init: Tensor | None = None,
+    init_valid: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """C2O without D_o: invert the O2C mapping of the (learned) canonical depth.
 
@@ -197,6 +199,8 @@ def c2o_grid_from_canonical(
     -J^-1 df/dD_c (a test compares it with finite differences). Returns (grid `(B, h, w, 2)` as
     `c2o_grid`, validity `(B, h, w)`: inside the crop, on the canonical surface, converged
     within `tolerance_px`). A frame with no usable canonical pixel is simply all invalid.
+    `init` `(B, h, w, 2)` (grid coordinates, e.g. the `warp` stage's stored D_o grid) replaces
+    the affine start where `init_valid`, so a couple of iterations suffice.
     """
     depth = _batch(canonical_depth, 2)
     x0, y0, cw, ch = canonical_box
@@ -242,6 +246,12 @@ def c2o_grid_from_canonical(
         inv_lin, info = torch.linalg.inv_ex(affine[:, :2, :])
         inv_lin = torch.where((info == 0)[:, None, None], inv_lin, eye)[:, None, None]
         current = ((target - affine[:, None, None, 2, :]).unsqueeze(-2) @ inv_lin).squeeze(-2)
+        if init is not None:
+            start = denormalize(init.to(current.dtype), cw, ch)
+            use = (
+                init_valid if init_valid is not None else torch.ones_like(start[..., 0], dtype=bool)
+            )
+            current = torch.where(use[..., None], start, current)
         current = torch.minimum(torch.maximum(current, lo), hi)
     for _ in range(max(iterations - 1, 0)):  # damped Newton steps, kept inside the crop
         inv_jac = inverse_jacobian(current, inv_lin)

@@ -218,7 +218,7 @@ class WarpData:
         ids = context_indices(self._check(frame), radius, self.n_frames)
         if self._memory is not None and "mel" in self._memory:
             return self._memory["mel"][ids]
-        return self._read_field("mel", ids)
+        return self.read_field("mel", ids)
 
     def close(self) -> None:
         self._dsets.clear()
@@ -294,7 +294,10 @@ class WarpData:
                 raise _damaged(path, f"reading {name!r}: {exc}") from None
         return out
 
-    def _read_field(self, name: str, ids: np.ndarray) -> np.ndarray:
+    def read_field(self, name: str, ids: np.ndarray) -> np.ndarray:
+        """One field of frames `ids` (whatever `fields` the reader was opened with)."""
+        if name not in self.field_specs:
+            raise Speech2LipError(f"{self.index_path}: no field {name!r}")
         saved, self.fields = self.fields, [name]
         try:
             return self.read(ids)[name]

@@ -1,0 +1,1 @@
+"""Training: the assembled model (`model`) and the resumable loop (`loop`)."""

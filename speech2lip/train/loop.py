@@ -1,0 +1,244 @@
+"""The training loop: one readable loop over deterministic batches, resumable bit for bit.
+
+Batches are a pure function of (seed, step): step s trains on frames drawn with
+`numpy.random.default_rng([seed, s])` and seeds torch with `seed + s`, so a run resumed from a
+checkpoint at step k continues exactly as the uninterrupted run would. Checkpoints are dicts
+(model, optimiser, step, options and their hash, package version), written atomically and
+loaded with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from speech2lip import __version__
+from speech2lip.atomic import atomic_path
+from speech2lip.errors import Speech2LipError
+from speech2lip.train.model import ModelSizes, Speech2Lip
+from speech2lip.warp.audio import context_indices
+from speech2lip.warp.shards import WarpData
+
+log = logging.getLogger(__name__)
+
+FIELDS = ["canonical_lips", "canonical_mask", "mouth", "mouth_origin", "relative_pose",
+          "c2o_grid", "c2o_mask"]  # fmt: skip
+LOG_COLUMNS = ["step", "seconds", "total", "lips", "perceptual", "depth", "mouth"]
+
+
+@dataclass(frozen=True)
+class LoopOptions:
+    """What the loop needs beyond the model sizes (the `train` config, resolved)."""
+
+    steps: int = 1000
+    batch_frames: int = 4
+    lr: float = 2e-3
+    depth_lr: float = 1e-4
+    lips_weight: float = 1.0
+    perceptual_weight: float = 0.0
+    mouth_weight: float = 1.0
+    mouth_start: int = 0
+    depth_weight: float = 0.1
+    holes_probability: float = 0.5
+    c2o_iterations: int = 2
+    checkpoint_every: int = 200
+    log_every: int = 50
+    seed: int = 0
+    sizes: ModelSizes = field(default_factory=ModelSizes)
+
+    def digest(self) -> str:
+        """Hash of everything that changes the trained weights (not the logging cadence)."""
+        keep = {k: v for k, v in asdict(self).items() if k not in ("checkpoint_every", "log_every")}
+        keep["steps"] = None  # a longer run may continue a shorter one
+        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def batch_ids(train_ids: np.ndarray, seed: int, step: int, size: int) -> np.ndarray:
+    """The frames of step `step`: a pure function of (seed, step)."""
+    return np.sort(np.random.default_rng([seed, step]).choice(train_ids, size, replace=False))
+
+
+def to_tensors(data: WarpData, ids: np.ndarray, radius: int, device) -> dict[str, torch.Tensor]:
+    """One batch of frames from the shards as tensors on `device` (images in 0..1)."""
+    arrays = data.read(ids)
+    out = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in arrays.items()}
+    ctx = context_indices(ids, radius, len(data))
+    mel = data.read_field("mel", ctx.reshape(-1)).reshape(*ctx.shape, 80, 16)
+    out["mel_context"] = torch.from_numpy(mel).to(device)
+    out["time"] = torch.from_numpy(ids / len(data)).float().to(device)
+    for key in ("canonical_lips", "mouth"):
+        out[key] = out[key].permute(0, 3, 1, 2).float() / 255
+    out["canonical_mask"] = out["canonical_mask"].bool()
+    out["c2o_mask"] = out["c2o_mask"].bool()
+    out["relative_pose"] = out["relative_pose"].float()
+    out["c2o_grid"] = out["c2o_grid"].float()
+    return out
+
+
+def masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask[:, None].to(a.dtype)
+    return ((a - b) ** 2 * m).sum() / (m.sum() * a.shape[1]).clamp(min=1)
+
+
+def losses(
+    model: Speech2Lip, batch: dict, opts: LoopOptions, step: int, perceptual=None
+) -> dict[str, torch.Tensor]:
+    """Every loss term of one step (unweighted) and the weighted total under "total"."""
+    code = model.audio_code(batch["mel_context"])
+    lips = model.canonical_lips(code, batch["time"], random=True)
+    target, mask = batch["canonical_lips"], batch["canonical_mask"]
+    out = {"lips": masked_mse(lips, target, mask)}
+    total = opts.lips_weight * out["lips"]
+    if perceptual is not None and opts.perceptual_weight > 0:
+        m = mask[:, None].to(lips.dtype)
+        out["perceptual"] = perceptual(lips * m + target * (1 - m), target)
+        total = total + opts.perceptual_weight * out["perceptual"]
+    if opts.depth_weight > 0:
+        out["depth"] = model.depth_photometric(batch["mouth"], batch["mouth_origin"],
+                                               batch["relative_pose"])  # fmt: skip
+        total = total + opts.depth_weight * out["depth"]
+    if opts.mouth_weight > 0 and step >= opts.mouth_start:
+        grid, valid = model.c2o(batch["relative_pose"], batch["mouth_origin"],
+                                init=batch["c2o_grid"], init_valid=batch["c2o_mask"],
+                                iterations=opts.c2o_iterations)  # fmt: skip
+        holes = None
+        if opts.holes_probability > 0:
+            from speech2lip.models import black_holes
+
+            _, holes = black_holes(batch["mouth"], opts.holes_probability)
+        composed = model.compose(lips, batch["mouth"], grid, valid, holes)
+        out["mouth"] = F.mse_loss(composed, batch["mouth"])
+        total = total + opts.mouth_weight * out["mouth"]
+    out["total"] = total
+    return out
+
+
+def lips_psnr(model: Speech2Lip, data: WarpData, ids: np.ndarray, radius: int, device) -> float:
+    """Held-out PSNR (dB) of the canonical lips inside their valid masks."""
+    err, count = 0.0, 0.0
+    with torch.no_grad():
+        for start in range(0, len(ids), 16):
+            batch = to_tensors(data, ids[start : start + 16], radius, device)
+            lips = model.canonical_lips(model.audio_code(batch["mel_context"]), batch["time"],
+                                        random=False)  # fmt: skip
+            m = batch["canonical_mask"][:, None].float()
+            err += float((((lips - batch["canonical_lips"]) ** 2) * m).sum())
+            count += float(m.sum()) * 3
+    return 10 * math.log10(1.0 / max(err / max(count, 1), 1e-12))
+
+
+def static_psnr(data: WarpData, ids: np.ndarray) -> float:
+    """The "static mouth" baseline: the canonical frame's lips for every held-out frame."""
+    canon = data[int(data.canonical["canonical_index"])]["canonical_lips"].astype(np.float64)
+    err, count = 0.0, 0.0
+    for _, arrays in data.stream(ids, batch=32):
+        m = arrays["canonical_mask"][..., None].astype(bool)
+        diff = (arrays["canonical_lips"].astype(np.float64) - canon) / 255
+        err += float((diff**2 * m).sum())
+        count += float(m.sum()) * 3
+    return 10 * math.log10(1.0 / max(err / max(count, 1), 1e-12))
+
+
+def save_checkpoint(path: Path, model, optimizer, step: int, opts: LoopOptions) -> None:
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+             "options": json.dumps(asdict(opts)), "digest": opts.digest(),
+             "version": __version__, "seed": opts.seed}  # fmt: skip
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise Speech2LipError(
+            f"checkpoint {path} is unreadable ({str(exc).splitlines()[0]}); delete it to start over"
+        ) from None
+
+
+def train(
+    data: WarpData,
+    out_dir: Path,
+    opts: LoopOptions,
+    device: str = "cpu",
+    resume: str = "auto",
+    perceptual=None,
+    on_step: Callable[[int, dict], None] | None = None,
+) -> tuple[Speech2Lip, dict]:
+    """Train on `data`'s train split; checkpoints in `out_dir/ckpt/`, a CSV log in
+    `out_dir/train_log.csv`. `resume`: 'auto' (continue when the last checkpoint's options
+    hash matches, else start over and say so), 'yes' (continue or refuse), 'no'."""
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir / "ckpt"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(opts.seed)
+    model = Speech2Lip(data.canonical, opts.sizes).to(device)
+    depth_params = list(model.depth.parameters())
+    others = [p for n, p in model.named_parameters() if not n.startswith("depth.")]
+    optimizer = torch.optim.Adam([{"params": others, "lr": opts.lr},
+                                  {"params": depth_params, "lr": opts.depth_lr}])  # fmt: skip
+    start = 0
+    last = ckpt_dir / "last.pt"
+    if resume != "no" and last.is_file():
+        state = load_checkpoint(last)
+        if state.get("digest") == opts.digest():
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            start = int(state["step"])
+            log.info("train: resuming from %s at step %d", last, start)
+        elif resume == "yes":
+            raise Speech2LipError(
+                f"{last} was trained with other options (hash {state.get('digest')}, now "
+                f"{opts.digest()}); remove {ckpt_dir} or run without --resume to start over"
+            )
+        else:
+            log.info("train: %s has other options: starting over", last)
+    elif resume == "yes":
+        raise Speech2LipError(f"--resume: no checkpoint at {last}")
+    train_ids = data.split_ids("train")
+    if len(train_ids) < opts.batch_frames:
+        raise Speech2LipError(
+            f"the train split has {len(train_ids)} frames, fewer than train.batch_frames "
+            f"({opts.batch_frames})"
+        )
+    log_path = out_dir / "train_log.csv"
+    if start == 0:
+        log_path.unlink(missing_ok=True)
+    t0 = time.monotonic()
+    history: dict[str, float] = {}
+    for step in range(start, opts.steps):
+        torch.manual_seed(opts.seed + step)
+        ids = batch_ids(train_ids, opts.seed, step, opts.batch_frames)
+        batch = to_tensors(data, ids, opts.sizes.audio_radius, device)
+        terms = losses(model, batch, opts, step, perceptual)
+        optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        optimizer.step()
+        history = {k: float(v.detach()) for k, v in terms.items()}
+        done = step + 1
+        if done % opts.log_every == 0 or done == opts.steps:
+            row = {"step": done, "seconds": round(time.monotonic() - t0, 2), **history}
+            new = not log_path.exists()
+            with open(log_path, "a", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS, restval="")
+                if new:
+                    writer.writeheader()
+                writer.writerow(row)
+            log.info("train: step %d/%d %s", done, opts.steps,
+                     " ".join(f"{k} {v:.4f}" for k, v in history.items()))  # fmt: skip
+        if done % opts.checkpoint_every == 0 or done == opts.steps:
+            save_checkpoint(last, model, optimizer, done, opts)
+        if on_step is not None:
+            on_step(done, history)
+    return model, history

@@ -1,0 +1,88 @@
+"""The assembled model and the training loop on the 3-second demo's warp output."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from speech2lip.errors import Speech2LipError
+from speech2lip.train.loop import LoopOptions, batch_ids, train
+from speech2lip.train.model import ModelSizes, Speech2Lip
+from speech2lip.warp.shards import WarpData
+
+TINY = ModelSizes(audio_dim=16, audio_radius=1, uv_freqs=4, time_freqs=2, width=32, depth=3,
+                  skip=2, blend_channels=(8, 16))  # fmt: skip
+
+
+def options(**kw) -> LoopOptions:
+    base = dict(steps=6, batch_frames=3, checkpoint_every=3, log_every=2, sizes=TINY)
+    return LoopOptions(**{**base, **kw})
+
+
+def test_model_pieces_shapes_and_gradients(demo_warp):
+    data = WarpData(demo_warp / "index.json")
+    model = Speech2Lip(data.canonical, TINY)
+    lx, ly, lw, lh = data.index["lip_box"]
+    ex, ey, ew, eh = data.index["extended_box"]
+    ids = np.array([3, 40])
+    from speech2lip.train.loop import to_tensors
+
+    batch = to_tensors(data, ids, TINY.audio_radius, "cpu")
+    code = model.audio_code(batch["mel_context"])
+    lips = model.canonical_lips(code, batch["time"], random=False)
+    assert code.shape == (2, 16) and lips.shape == (2, 3, lh, lw)
+    grid, valid = model.c2o(batch["relative_pose"], batch["mouth_origin"], init=batch["c2o_grid"],
+                            init_valid=batch["c2o_mask"], iterations=2)  # fmt: skip
+    assert grid.shape == (2, eh, ew, 2) and valid.float().mean() > 0.1
+    composed = model.compose(lips, batch["mouth"], grid, valid)
+    assert composed.shape == batch["mouth"].shape
+    loss = model.depth_photometric(batch["mouth"], batch["mouth_origin"], batch["relative_pose"])
+    ((composed - batch["mouth"]) ** 2).mean().add(loss).backward()
+    assert model.depth.log_depth.grad.abs().sum() > 0  # D_c learns through C2O and L_d
+    assert model.lips.first.weight.grad.abs().sum() > 0
+
+
+def test_batches_are_a_function_of_seed_and_step():
+    ids = np.arange(100)
+    assert np.array_equal(batch_ids(ids, 0, 5, 4), batch_ids(ids, 0, 5, 4))
+    assert not np.array_equal(batch_ids(ids, 0, 5, 4), batch_ids(ids, 0, 6, 4))
+
+
+def test_resume_continues_bit_for_bit(demo_warp, tmp_path):
+    data = WarpData(demo_warp / "index.json")
+    straight, _ = train(data, tmp_path / "a", options(), resume="no")
+    train(data, tmp_path / "b", options(steps=3), resume="no")  # "interrupted" at step 3
+    resumed, _ = train(data, tmp_path / "b", options(), resume="yes")
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(),
+                            strict=True):  # fmt: skip
+        assert torch.equal(a, b), name
+    with open(tmp_path / "b/train_log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [2, 3, 4, 6]  # the log continues too
+
+
+def test_resume_refuses_other_options_and_damaged_checkpoints(demo_warp, tmp_path):
+    data = WarpData(demo_warp / "index.json")
+    train(data, tmp_path, options(steps=3), resume="no")
+    with pytest.raises(Speech2LipError, match="trained with other options"):
+        train(data, tmp_path, options(lr=1e-4), resume="yes")
+    (tmp_path / "ckpt/last.pt").write_bytes(b"garbage")
+    with pytest.raises(Speech2LipError, match="unreadable.*delete it"):
+        train(data, tmp_path, options(), resume="auto")
+    with pytest.raises(Speech2LipError, match="no checkpoint"):
+        train(data, tmp_path / "fresh", options(), resume="yes")
+
+
+def test_held_out_psnr_and_the_static_baseline(demo_warp):
+    from speech2lip.train.loop import lips_psnr, static_psnr
+
+    data = WarpData(demo_warp / "index.json")
+    canon = int(data.canonical["canonical_index"])
+    assert static_psnr(data, np.array([canon])) > 100  # the canonical frame against itself
+    test_ids = data.split_ids("test")
+    assert 10 < static_psnr(data, test_ids) < 100
+    model = Speech2Lip(data.canonical, TINY)
+    assert 0 < lips_psnr(model, data, test_ids, TINY.audio_radius, "cpu") < 40
