@@ -84,6 +84,7 @@ def _run_stage(args: argparse.Namespace) -> None:
     else:
         paths = [getattr(args, name) for name, _ in STAGES[args.command][2]]
         extra = {"threads": args.threads} if getattr(args, "threads", None) else {}
+        extra.update({k: getattr(args, k) for k in ("resume", "device") if hasattr(args, k)})
         module.run(*paths, cfg, **extra)
 
 
@@ -144,6 +145,14 @@ STAGES: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
          ("geometry", "pose_depth/geometry.h5"),
          ("out_dir", "output folder, e.g. results/<subject>/warp")],
     ),
+    "train": (
+        "train the lip model, canonical depth and Blend-Net",
+        "Train the implicit lip model (audio -> canonical lips), the learned canonical depth "
+        "and the Blend-Net on the warp stage's shards, with checkpoints in OUT_DIR/ckpt "
+        "(resumable bit for bit). Writes model.pt, train.json, loss_curve.png, train_log.csv, "
+        "heldout.csv and previews/.",
+        [("index", "warp/index.json"), ("out_dir", "output folder, e.g. results/<subject>/train")],
+    ),
 }  # fmt: skip
 
 
@@ -163,9 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "sample":
             p.add_argument("--output", default="data/sample/video.mp4", help="video to write")
             p.add_argument("--controls", help="also write the per-frame controls (.npz)")
-        if name in ("pose_depth", "warp"):
+        if name in ("pose_depth", "warp", "train"):
             p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
-                           help="worker processes (default: all CPUs)")  # fmt: skip
+                           help="worker processes / CPU threads (default: all CPUs)")  # fmt: skip
+        if name == "train":
+            p.add_argument("--resume", choices=["auto", "yes", "no"], default="auto",
+                           help="continue from OUT_DIR/ckpt/last.pt: auto (when its options "
+                           "match, else start over), yes (or refuse), no")  # fmt: skip
+            p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
         _add_stage_flags(p, name)
         p.set_defaults(func=_run_stage)
     return parser

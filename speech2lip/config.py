@@ -109,6 +109,35 @@ class WarpConfig:
     qa_frames: int = 8
 
 
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training (None = the preset's value; see `speech2lip.train.presets`)."""
+
+    preset: str = "demo"
+    steps: int | None = None
+    batch_frames: int | None = None
+    lr: float | None = None
+    depth_lr: float = 0.0001
+    width: int | None = None
+    depth: int | None = None
+    skip: int | None = None
+    uv_freqs: int | None = None
+    time_freqs: int | None = None
+    audio_dim: int | None = None
+    audio_radius: int | None = None
+    blend_channels: tuple[int, ...] | None = None
+    lips_weight: float = 1.0
+    perceptual_weight: float = 0.0
+    mouth_weight: float = 1.0
+    mouth_start: int | None = None
+    depth_weight: float = 0.1
+    holes_probability: float = 0.5
+    c2o_iterations: int = 2
+    checkpoint_every: int = 200
+    log_every: int = 50
+    seed: int = 0
+
+
 STAGE_CONFIGS: dict[str, type] = {
     "sample": SampleConfig,
     "resample": ResampleConfig,
@@ -116,6 +145,7 @@ STAGE_CONFIGS: dict[str, type] = {
     "fit3dmm": Fit3dmmConfig,
     "pose_depth": PoseDepthConfig,
     "warp": WarpConfig,
+    "train": TrainConfig,
 }
 
 

@@ -19,7 +19,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("stage", ["sample", "resample", "pose_depth", "warp"])
+@pytest.mark.parametrize("stage", ["sample", "resample", "pose_depth", "warp", "train"])
 def test_help_explains_every_parameter(stage):
     proc = cli(stage, "--help")
     assert proc.returncode == 0

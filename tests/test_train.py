@@ -86,3 +86,34 @@ def test_held_out_psnr_and_the_static_baseline(demo_warp):
     assert 10 < static_psnr(data, test_ids) < 100
     model = Speech2Lip(data.canonical, TINY)
     assert 0 < lips_psnr(model, data, test_ids, TINY.audio_radius, "cpu") < 40
+
+
+def test_train_stage_writes_a_model_that_rebuilds_alone(demo_warp, tmp_path):
+    import json
+
+    from speech2lip.config import TrainConfig
+    from speech2lip.train import load_model, run
+    from speech2lip.train.loop import to_tensors
+
+    cfg = TrainConfig(steps=4, batch_frames=2, width=16, depth=2, skip=0, uv_freqs=2,
+                      audio_dim=8, audio_radius=1, blend_channels=(4, 8), checkpoint_every=2,
+                      log_every=2, mouth_start=0)  # fmt: skip
+    summary = run(demo_warp / "index.json", tmp_path, cfg, threads=1, resume="no", device="cpu")
+    for name in ("model.pt", "train.json", "loss_curve.png", "train_log.csv", "heldout.csv",
+                 "ckpt/last.pt", "previews/step_000004.png"):  # fmt: skip
+        assert (tmp_path / name).is_file(), name
+    assert json.loads((tmp_path / "train.json").read_text())["steps"] == 4
+    assert summary["static_mouth_psnr_db"] > 0 and "mouth" in summary["final_losses"]
+    data = WarpData(demo_warp / "index.json")
+    model = load_model(tmp_path / "model.pt")  # no config, no data needed
+    batch = to_tensors(data, np.array([5, 6]), 1, "cpu")
+    with torch.no_grad():
+        lips = model.canonical_lips(model.audio_code(batch["mel_context"]), batch["time"], False)
+    from speech2lip.train.loop import lips_psnr
+
+    assert lips.shape[0] == 2
+    assert lips_psnr(model, data, data.split_ids("test"), 1, "cpu") == pytest.approx(
+        summary["heldout_lips_psnr_db"], abs=1.0
+    )
+    with pytest.raises(Speech2LipError, match="run the train stage"):
+        load_model(tmp_path / "missing.pt")

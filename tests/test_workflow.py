@@ -69,6 +69,8 @@ def test_dry_run_plans_every_stage(tmp_path):
     write_config(tmp_path)
     jobs = planned(snakemake(tmp_path, "-n"))
     assert set(jobs) >= STAGES_SO_FAR
+    jobs = planned(snakemake(tmp_path, "-n", "results/sample/train/model.pt"))
+    assert set(jobs) == STAGES_SO_FAR | {"train"}  # training is planned after warp
 
 
 def test_unknown_subject_is_a_clear_error(tmp_path):

@@ -1,1 +1,191 @@
-"""Training: the assembled model (`model`) and the resumable loop (`loop`)."""
+"""Stage `train`: the lip model, the learned canonical depth and the Blend-Net.
+
+Reads the `warp` stage's shards; writes `results/{subject}/train/model.pt` (everything needed
+to rebuild the model alone: weights, sizes, the canonical data, options and their hash),
+`train.json` (summary) and `loss_curve.png`, plus, undeclared so a failed job keeps them,
+`ckpt/last.pt` (resume), `train_log.csv`, `heldout.csv` and `previews/step_NNNNNN.png`.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from speech2lip import __version__
+from speech2lip.atomic import atomic_path, write_json
+from speech2lip.config import TrainConfig
+from speech2lip.errors import Speech2LipError
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise Speech2LipError("--device cuda: no CUDA device is visible (use --device auto)")
+    return name
+
+
+def save_model(path: Path, model, opts, data) -> None:
+    """`model.pt`: weights + sizes + canonical data + options: `load_model` needs nothing else."""
+    import torch
+
+    canonical = {k: np.asarray(data.canonical[k]) for k in
+                 ("lip_box", "extended_box", "K", "canonical_depth", "frame")}  # fmt: skip
+    canonical["canonical_index"] = np.asarray(int(data.canonical["canonical_index"]))
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in canonical.items()}
+    state = {"model": model.state_dict(), "sizes": dataclasses.asdict(opts.sizes),
+             "canonical": tensors,
+             "options": json.dumps(dataclasses.asdict(opts)), "digest": opts.digest(),
+             "n_frames": len(data), "version": __version__}  # fmt: skip
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_model(path: str | Path, device: str = "cpu"):
+    """Rebuild the trained `Speech2Lip` from `model.pt` alone."""
+    import torch
+
+    from speech2lip.train.model import ModelSizes, Speech2Lip
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise Speech2LipError(f"{path} not found; run the train stage first") from None
+    except Exception as exc:
+        raise Speech2LipError(f"{path}: not a readable model ({exc}); re-run train") from None
+    sizes = state["sizes"]
+    sizes["blend_channels"] = tuple(sizes["blend_channels"])
+    canonical = {k: v.numpy() for k, v in state["canonical"].items()}
+    model = Speech2Lip(canonical, ModelSizes(**sizes))
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()
+
+
+def preview(model, data, ids: np.ndarray, radius: int, device: str) -> np.ndarray:
+    """Rows of: ground-truth canonical lips | predicted | ground-truth mouth box | composed."""
+    import torch
+
+    from speech2lip.train.loop import to_tensors
+
+    with torch.no_grad():
+        b = to_tensors(data, ids, radius, device)
+        lips = model.canonical_lips(model.audio_code(b["mel_context"]), b["time"], random=False)
+        grid, valid = model.c2o(b["relative_pose"], b["mouth_origin"], init=b["c2o_grid"],
+                                init_valid=b["c2o_mask"], iterations=4)  # fmt: skip
+        composed = model.compose(lips, b["mouth"], grid, valid)
+    rows = []
+    for i in range(len(ids)):
+        tiles = [b["canonical_lips"][i], lips[i], b["mouth"][i], composed[i]]
+        h = max(t.shape[1] for t in tiles)
+        tiles = [torch.nn.functional.pad(t, (0, 4, 0, h - t.shape[1])) for t in tiles]
+        rows.append(torch.cat(tiles, dim=2))
+    img = torch.cat(rows, dim=1).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+    return (img * 255).round().astype(np.uint8)
+
+
+def loss_curve(path: Path, log_csv: Path, heldout_csv: Path, static: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(log_csv) as f:
+        rows = list(csv.DictReader(f))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    steps = [int(r["step"]) for r in rows]
+    for key in ("total", "lips", "perceptual", "depth", "mouth"):
+        values = [float(r[key]) if r.get(key) else np.nan for r in rows]
+        if not all(np.isnan(values)):
+            a.plot(steps, values, label=key)
+    a.set_yscale("log")
+    a.set_xlabel("step")
+    a.set_title("training losses")
+    a.legend()
+    if heldout_csv.exists():
+        with open(heldout_csv) as f:
+            held = list(csv.DictReader(f))
+        b.plot([int(r["step"]) for r in held], [float(r["psnr"]) for r in held], "o-",
+               label="model")  # fmt: skip
+    b.axhline(static, color="grey", linestyle="--", label="static mouth")
+    b.set_xlabel("step")
+    b.set_ylabel("dB")
+    b.set_title("held-out canonical lips PSNR")
+    b.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+
+
+def run(index_path, out_dir, cfg: TrainConfig, threads: int = 1, resume: str = "auto",
+        device: str = "auto") -> dict:  # fmt: skip
+    """Train; write model.pt, train.json and loss_curve.png (and the undeclared extras)."""
+    import cv2
+    import torch
+
+    from speech2lip.models.losses import perceptual_loss
+    from speech2lip.train.loop import lips_psnr, static_psnr, train
+    from speech2lip.train.presets import resolve
+    from speech2lip.warp.shards import WarpData
+
+    t0 = time.monotonic()
+    out_dir = Path(out_dir)
+    opts = resolve(cfg)
+    torch.set_num_threads(max(1, threads))
+    dev = pick_device(device)
+    data = WarpData(index_path)
+    perceptual = perceptual_loss("alex").to(dev) if opts.perceptual_weight > 0 else None
+    test = data.split_ids("test")
+    test = test[:: max(1, len(test) // 32)]
+    static = static_psnr(data, test)
+    shown = test[np.linspace(0, len(test) - 1, min(4, len(test))).round().astype(int)]
+    heldout_csv = out_dir / "heldout.csv"
+    log.info("train: preset %s, %d steps of %d frames on %s; static-mouth baseline %.2f dB",
+             cfg.preset, opts.steps, opts.batch_frames, dev, static)  # fmt: skip
+
+    def on_step(step: int, history: dict, model) -> None:
+        if step % opts.checkpoint_every and step != opts.steps:
+            return
+        psnr = lips_psnr(model, data, test, opts.sizes.audio_radius, dev)
+        new = not heldout_csv.exists()
+        with open(heldout_csv, "a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(["step", "psnr"])
+            writer.writerow([step, f"{psnr:.3f}"])
+        log.info("train: step %d held-out lips PSNR %.2f dB (static mouth %.2f)", step, psnr,
+                 static)  # fmt: skip
+        img = preview(model, data, shown, opts.sizes.audio_radius, dev)
+        (out_dir / "previews").mkdir(exist_ok=True)
+        with atomic_path(out_dir / "previews" / f"step_{step:06d}.png") as tmp:
+            cv2.imwrite(str(tmp), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+
+    if resume == "no":
+        heldout_csv.unlink(missing_ok=True)
+    model, last = train(data, out_dir, opts, dev, resume, perceptual, on_step)
+    final = lips_psnr(model, data, test, opts.sizes.audio_radius, dev)
+    save_model(out_dir / "model.pt", model, opts, data)
+    loss_curve(out_dir / "loss_curve.png", out_dir / "train_log.csv", heldout_csv, static)
+    summary = {
+        "preset": cfg.preset, "steps": opts.steps, "batch_frames": opts.batch_frames,
+        "device": dev, "seconds": time.monotonic() - t0, "final_losses": last,
+        "heldout_lips_psnr_db": final, "static_mouth_psnr_db": static,
+        "beats_static_mouth": final > static,
+        "perceptual": getattr(perceptual, "name", "off (perceptual_weight 0)"),
+        "options": dataclasses.asdict(opts), "digest": opts.digest(),
+    }  # fmt: skip
+    if not summary["beats_static_mouth"]:
+        log.warning("train: the model (%.2f dB) does not beat the static mouth (%.2f dB) on "
+                    "held-out frames; train longer (train.steps)", final, static)  # fmt: skip
+    write_json(out_dir / "train.json", summary)
+    return summary

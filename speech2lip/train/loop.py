@@ -174,7 +174,7 @@ def train(
     device: str = "cpu",
     resume: str = "auto",
     perceptual=None,
-    on_step: Callable[[int, dict], None] | None = None,
+    on_step: Callable[[int, dict, Speech2Lip], None] | None = None,
 ) -> tuple[Speech2Lip, dict]:
     """Train on `data`'s train split; checkpoints in `out_dir/ckpt/`, a CSV log in
     `out_dir/train_log.csv`. `resume`: 'auto' (continue when the last checkpoint's options
@@ -240,5 +240,5 @@ def train(
         if done % opts.checkpoint_every == 0 or done == opts.steps:
             save_checkpoint(last, model, optimizer, done, opts)
         if on_step is not None:
-            on_step(done, history)
+            on_step(done, history, model)
     return model, history

@@ -1,0 +1,26 @@
+rule train:
+    """Lip model, learned canonical depth and Blend-Net; resumable (checkpoints in train/ckpt)."""
+    input:
+        index="results/{subject}/warp/index.json",
+        shards="results/{subject}/warp/shards",
+        code=module("train") + module("models"),
+    output:
+        model="results/{subject}/train/model.pt",
+        summary="results/{subject}/train/train.json",
+        curve="results/{subject}/train/loss_curve.png",
+    log:
+        "logs/{subject}/train.log",
+    benchmark:
+        "benchmarks/{subject}/train.tsv"
+    params:
+        cfg=params_json("train"),
+        out_dir=subpath(output.model, parent=True),
+    conda:
+        "../envs/speech2lip.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=720,
+    shell:
+        "python -m speech2lip train {input.index:q} {params.out_dir:q} --params {params.cfg:q}"
+        " --threads {threads} --resume auto > {log:q} 2>&1"

@@ -1,0 +1,33 @@
+"""Training presets: what the `train` config's null keys become."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from speech2lip.config import TrainConfig
+from speech2lip.train.loop import LoopOptions
+from speech2lip.train.model import ModelSizes
+
+PRESETS: dict[str, dict] = {
+    # Small enough that the whole demo pipeline trains in minutes on a 2-core CPU.
+    "demo": dict(steps=400, batch_frames=4, lr=2e-3, width=64, depth=4, skip=2, uv_freqs=6,
+                 time_freqs=4, audio_dim=32, audio_radius=2, blend_channels=(16, 32, 64),
+                 mouth_start=100),
+    # The paper's sizes (8 x 256 MLP with a skip, 64-d audio code, 8 neighbouring windows).
+    "paper": dict(steps=100_000, batch_frames=8, lr=5e-4, width=256, depth=8, skip=4,
+                  uv_freqs=10, time_freqs=4, audio_dim=64, audio_radius=4,
+                  blend_channels=(32, 64, 128), mouth_start=20_000),
+}  # fmt: skip
+
+
+def resolve(cfg: TrainConfig) -> LoopOptions:
+    """The loop's options: the config with every null key taken from its preset."""
+    values = dataclasses.asdict(cfg)
+    for key, value in PRESETS[cfg.preset].items():
+        if values.get(key) is None:
+            values[key] = value
+    size_keys = {f.name for f in dataclasses.fields(ModelSizes)}
+    sizes = ModelSizes(**{k: (tuple(v) if k == "blend_channels" else v)
+                          for k, v in values.items() if k in size_keys})  # fmt: skip
+    loop_keys = {f.name for f in dataclasses.fields(LoopOptions)} - {"sizes"}
+    return LoopOptions(sizes=sizes, **{k: v for k, v in values.items() if k in loop_keys})
