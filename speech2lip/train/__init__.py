@@ -172,7 +172,8 @@ def run(index_path, out_dir, cfg: TrainConfig, threads: int = 1, resume: str = "
 
     if resume == "no":
         heldout_csv.unlink(missing_ok=True)
-    model, last = train(data, out_dir, opts, dev, resume, perceptual, on_step)
+    workers = 1 if threads >= 2 else 0  # one process reads ahead while torch trains
+    model, last = train(data, out_dir, opts, dev, resume, perceptual, on_step, workers)
     final = lips_psnr(model, data, test, opts.sizes.audio_radius, dev)
     save_model(out_dir / "model.pt", model, opts, data)
     loss_curve(out_dir / "loss_curve.png", out_dir / "train_log.csv", heldout_csv, static)

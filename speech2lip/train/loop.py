@@ -69,21 +69,50 @@ def batch_ids(train_ids: np.ndarray, seed: int, step: int, size: int) -> np.ndar
     return np.sort(np.random.default_rng([seed, step]).choice(train_ids, size, replace=False))
 
 
-def to_tensors(data: WarpData, ids: np.ndarray, radius: int, device) -> dict[str, torch.Tensor]:
-    """One batch of frames from the shards as tensors on `device` (images in 0..1)."""
-    arrays = data.read(ids)
-    out = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in arrays.items()}
+def read_batch(data: WarpData, ids: np.ndarray, radius: int) -> dict[str, np.ndarray]:
+    """One batch of frames from the shards, as numpy (what DataLoader workers produce)."""
+    out = {name: data.read_field(name, ids) for name in FIELDS}
     ctx = context_indices(ids, radius, len(data))
-    mel = data.read_field("mel", ctx.reshape(-1)).reshape(*ctx.shape, 80, 16)
-    out["mel_context"] = torch.from_numpy(mel).to(device)
-    out["time"] = torch.from_numpy(ids / len(data)).float().to(device)
+    out["mel_context"] = data.read_field("mel", ctx.reshape(-1)).reshape(*ctx.shape, 80, 16)
+    out["time"] = (ids / len(data)).astype(np.float32)
+    return out
+
+
+def to_device(arrays: dict[str, np.ndarray], device) -> dict[str, torch.Tensor]:
+    """A numpy batch as tensors on `device` (images in 0..1, masks bool, poses float32)."""
+    out = {k: torch.as_tensor(np.ascontiguousarray(v)).to(device) for k, v in arrays.items()}
     for key in ("canonical_lips", "mouth"):
         out[key] = out[key].permute(0, 3, 1, 2).float() / 255
-    out["canonical_mask"] = out["canonical_mask"].bool()
-    out["c2o_mask"] = out["c2o_mask"].bool()
-    out["relative_pose"] = out["relative_pose"].float()
-    out["c2o_grid"] = out["c2o_grid"].float()
+    for key in ("canonical_mask", "c2o_mask"):
+        out[key] = out[key].bool()
+    for key in ("relative_pose", "c2o_grid"):
+        out[key] = out[key].float()
     return out
+
+
+def to_tensors(data: WarpData, ids: np.ndarray, radius: int, device) -> dict[str, torch.Tensor]:
+    """One batch of frames from the shards as tensors on `device`."""
+    return to_device(read_batch(data, ids, radius), device)
+
+
+def _as_is(item):
+    return item
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Item `step` = (step, the numpy batch of that step): DataLoader workers read ahead while
+    the main process trains, and the batches stay a pure function of (seed, step)."""
+
+    def __init__(self, data: WarpData, train_ids: np.ndarray, opts: LoopOptions) -> None:
+        self.data, self.train_ids, self.opts = data, train_ids, opts
+
+    def __len__(self) -> int:
+        return self.opts.steps
+
+    def __getitem__(self, step: int) -> tuple[int, dict[str, np.ndarray]]:
+        o = self.opts
+        ids = batch_ids(self.train_ids, o.seed, step, o.batch_frames)
+        return step, read_batch(self.data, ids, o.sizes.audio_radius)
 
 
 def masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -175,10 +204,12 @@ def train(
     resume: str = "auto",
     perceptual=None,
     on_step: Callable[[int, dict, Speech2Lip], None] | None = None,
+    workers: int = 0,
 ) -> tuple[Speech2Lip, dict]:
     """Train on `data`'s train split; checkpoints in `out_dir/ckpt/`, a CSV log in
     `out_dir/train_log.csv`. `resume`: 'auto' (continue when the last checkpoint's options
-    hash matches, else start over and say so), 'yes' (continue or refuse), 'no'."""
+    hash matches, else start over and say so), 'yes' (continue or refuse), 'no'. `workers`
+    DataLoader processes read batches ahead (0: read in this process)."""
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "ckpt"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -217,10 +248,14 @@ def train(
         log_path.unlink(missing_ok=True)
     t0 = time.monotonic()
     history: dict[str, float] = {}
-    for step in range(start, opts.steps):
+    loader = torch.utils.data.DataLoader(
+        StepBatches(data, train_ids, opts), batch_size=None, sampler=range(start, opts.steps),
+        num_workers=workers, prefetch_factor=2 if workers else None,
+        collate_fn=_as_is,  # keep numpy: converted on the training device below
+    )  # fmt: skip
+    for step, arrays in loader:
         torch.manual_seed(opts.seed + step)
-        ids = batch_ids(train_ids, opts.seed, step, opts.batch_frames)
-        batch = to_tensors(data, ids, opts.sizes.audio_radius, device)
+        batch = to_device(arrays, device)
         terms = losses(model, batch, opts, step, perceptual)
         optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
