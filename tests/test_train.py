@@ -117,3 +117,20 @@ def test_train_stage_writes_a_model_that_rebuilds_alone(demo_warp, tmp_path):
     )
     with pytest.raises(Speech2LipError, match="run the train stage"):
         load_model(tmp_path / "missing.pt")
+
+
+def test_presets_fill_only_null_keys_and_defaults_agree():
+    import dataclasses
+
+    from speech2lip.config import TrainConfig
+    from speech2lip.train.presets import PRESETS, resolve
+
+    demo = resolve(TrainConfig())
+    assert demo.steps == PRESETS["demo"]["steps"] and demo.sizes.width == PRESETS["demo"]["width"]
+    paper = resolve(TrainConfig(preset="paper", width=128))
+    assert paper.sizes.width == 128 and paper.sizes.depth == 8 and paper.sizes.skip == 4
+    # The options the loop runs with default to the config's defaults (no silent drift).
+    config = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for f in dataclasses.fields(LoopOptions):
+        if f.name in config and config[f.name] is not None:
+            assert f.default == config[f.name], f.name
