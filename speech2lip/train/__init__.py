@@ -134,7 +134,7 @@ def run(index_path, out_dir, cfg: TrainConfig, threads: int = 1, resume: str = "
     import torch
 
     from speech2lip.models.losses import perceptual_loss
-    from speech2lip.train.loop import lips_psnr, static_psnr, train
+    from speech2lip.train.loop import lips_psnr, mean_mouth_psnr, static_psnr, train
     from speech2lip.train.presets import resolve
     from speech2lip.warp.shards import WarpData
 
@@ -148,6 +148,7 @@ def run(index_path, out_dir, cfg: TrainConfig, threads: int = 1, resume: str = "
     test = data.split_ids("test")
     test = test[:: max(1, len(test) // 32)]
     static = static_psnr(data, test)
+    mean_mouth = mean_mouth_psnr(data, data.split_ids("train"), test)
     shown = test[np.linspace(0, len(test) - 1, min(4, len(test))).round().astype(int)]
     heldout_csv = out_dir / "heldout.csv"
     log.info("train: preset %s, %d steps of %d frames on %s; static-mouth baseline %.2f dB",
@@ -181,12 +182,17 @@ def run(index_path, out_dir, cfg: TrainConfig, threads: int = 1, resume: str = "
         "preset": cfg.preset, "steps": opts.steps, "batch_frames": opts.batch_frames,
         "device": dev, "seconds": time.monotonic() - t0, "final_losses": last,
         "heldout_lips_psnr_db": final, "static_mouth_psnr_db": static,
-        "beats_static_mouth": final > static,
+        "beats_static_mouth": final > static, "mean_mouth_psnr_db": mean_mouth,
+        "beats_mean_mouth": final > mean_mouth,
         "perceptual": getattr(perceptual, "name", "off (perceptual_weight 0)"),
         "options": dataclasses.asdict(opts), "digest": opts.digest(),
     }  # fmt: skip
     if not summary["beats_static_mouth"]:
         log.warning("train: the model (%.2f dB) does not beat the static mouth (%.2f dB) on "
                     "held-out frames; train longer (train.steps)", final, static)  # fmt: skip
+    if not summary["beats_mean_mouth"]:
+        log.warning("train: the model (%.2f dB) does not beat the train frames' mean mouth "
+                    "(%.2f dB) on held-out frames: it has not yet learned from the audio",
+                    final, mean_mouth)  # fmt: skip
     write_json(out_dir / "train.json", summary)
     return summary

@@ -179,6 +179,23 @@ def static_psnr(data: WarpData, ids: np.ndarray) -> float:
     return 10 * math.log10(1.0 / max(err / max(count, 1), 1e-12))
 
 
+def mean_mouth_psnr(data: WarpData, train_ids: np.ndarray, ids: np.ndarray) -> float:
+    """A second baseline that ignores the audio: the mean canonical lips of the train frames
+    for every held-out frame. A model that does not beat it has not learned from the audio."""
+    total = None
+    for _, arrays in data.stream(train_ids, batch=64):
+        part = arrays["canonical_lips"].astype(np.float64).sum(axis=0)
+        total = part if total is None else total + part
+    mean = total / len(train_ids)
+    err, count = 0.0, 0.0
+    for _, arrays in data.stream(ids, batch=32):
+        m = arrays["canonical_mask"][..., None].astype(bool)
+        diff = (arrays["canonical_lips"].astype(np.float64) - mean) / 255
+        err += float((diff**2 * m).sum())
+        count += float(m.sum()) * 3
+    return 10 * math.log10(1.0 / max(err / max(count, 1), 1e-12))
+
+
 def save_checkpoint(path: Path, model, optimizer, step: int, opts: LoopOptions) -> None:
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
              "options": json.dumps(asdict(opts)), "digest": opts.digest(),
@@ -205,11 +222,13 @@ def train(
     perceptual=None,
     on_step: Callable[[int, dict, Speech2Lip], None] | None = None,
     workers: int = 0,
+    train_ids: np.ndarray | None = None,
 ) -> tuple[Speech2Lip, dict]:
     """Train on `data`'s train split; checkpoints in `out_dir/ckpt/`, a CSV log in
     `out_dir/train_log.csv`. `resume`: 'auto' (continue when the last checkpoint's options
     hash matches, else start over and say so), 'yes' (continue or refuse), 'no'. `workers`
-    DataLoader processes read batches ahead (0: read in this process)."""
+    DataLoader processes read batches ahead (0: read in this process). `train_ids` replaces
+    the train split (e.g. to hold out other frames)."""
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "ckpt"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -237,7 +256,7 @@ def train(
             log.info("train: %s has other options: starting over", last)
     elif resume == "yes":
         raise Speech2LipError(f"--resume: no checkpoint at {last}")
-    train_ids = data.split_ids("train")
+    train_ids = data.split_ids("train") if train_ids is None else np.asarray(train_ids)
     if len(train_ids) < opts.batch_frames:
         raise Speech2LipError(
             f"the train split has {len(train_ids)} frames, fewer than train.batch_frames "
