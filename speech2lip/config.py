@@ -116,6 +116,8 @@ class TrainConfig:
     preset: str = "demo"
     steps: int | None = None
     batch_frames: int | None = None
+    lips_pixels: int | None = None
+    mouth_frames: int | None = None
     lr: float | None = None
     depth_lr: float = 0.0001
     width: int | None = None

@@ -53,9 +53,10 @@ def test_batches_are_a_function_of_seed_and_step():
 
 def test_resume_continues_bit_for_bit(demo_warp, tmp_path):
     data = WarpData(demo_warp / "index.json")
-    straight, _ = train(data, tmp_path / "a", options(), resume="no")
-    train(data, tmp_path / "b", options(steps=3), resume="no")  # "interrupted" at step 3
-    resumed, _ = train(data, tmp_path / "b", options(), resume="yes", workers=1)  # read ahead
+    sub = dict(lips_pixels=64, mouth_frames=2)  # random pixels for L_m, 2 whole frames for L_w
+    straight, _ = train(data, tmp_path / "a", options(**sub), resume="no")
+    train(data, tmp_path / "b", options(steps=3, **sub), resume="no")  # "interrupted" at step 3
+    resumed, _ = train(data, tmp_path / "b", options(**sub), resume="yes", workers=1)
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(),
                             strict=True):  # fmt: skip
         assert torch.equal(a, b), name

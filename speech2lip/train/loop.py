@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from speech2lip import __version__
 from speech2lip.atomic import atomic_path
 from speech2lip.errors import Speech2LipError
+from speech2lip.models import render_points
 from speech2lip.train.model import ModelSizes, Speech2Lip
 from speech2lip.warp.audio import context_indices
 from speech2lip.warp.shards import WarpData
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 FIELDS = ["canonical_lips", "canonical_mask", "mouth", "mouth_origin", "relative_pose",
           "c2o_grid", "c2o_mask"]  # fmt: skip
 LOG_COLUMNS = ["step", "seconds", "total", "lips", "perceptual", "depth", "mouth"]
+# Frame i's audio code is built from the mel windows of frames i + AUDIO_OFFSET - r ..
+# i + AUDIO_OFFSET + r: with -2 the centre window (0.2 s = 5 frames) is centred on frame i.
+AUDIO_OFFSET = -2
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,8 @@ class LoopOptions:
 
     steps: int = 1000
     batch_frames: int = 4
+    lips_pixels: int = 0
+    mouth_frames: int = 0
     lr: float = 2e-3
     depth_lr: float = 1e-4
     lips_weight: float = 1.0
@@ -72,7 +78,7 @@ def batch_ids(train_ids: np.ndarray, seed: int, step: int, size: int) -> np.ndar
 def read_batch(data: WarpData, ids: np.ndarray, radius: int) -> dict[str, np.ndarray]:
     """One batch of frames from the shards, as numpy (what DataLoader workers produce)."""
     out = {name: data.read_field(name, ids) for name in FIELDS}
-    ctx = context_indices(ids, radius, len(data))
+    ctx = context_indices(ids + AUDIO_OFFSET, radius, len(data))
     out["mel_context"] = data.read_field("mel", ctx.reshape(-1)).reshape(*ctx.shape, 80, 16)
     out["time"] = (ids / len(data)).astype(np.float32)
     return out
@@ -125,10 +131,23 @@ def losses(
 ) -> dict[str, torch.Tensor]:
     """Every loss term of one step (unweighted) and the weighted total under "total"."""
     code = model.audio_code(batch["mel_context"])
-    lips = model.canonical_lips(code, batch["time"], random=True)
     target, mask = batch["canonical_lips"], batch["canonical_mask"]
-    out = {"lips": masked_mse(lips, target, mask)}
+    b = target.shape[0]
+    full = b if opts.mouth_frames <= 0 else min(opts.mouth_frames, b)  # frames drawn whole
+    lips = model.canonical_lips(code[:full], batch["time"][:full], random=True)
+    if opts.lips_pixels > 0:  # L_m on random pixels of every frame: more frames per step
+        pix = torch.randint(0, target.shape[2] * target.shape[3], (b, opts.lips_pixels),
+                            device=target.device)  # fmt: skip
+        time_ = batch["time"] if model.lips.use_time else None
+        rgb = render_points(model.lips, model.uv[pix], code, time_, model.cell, random=True)
+        want = target.flatten(2).transpose(1, 2).gather(1, pix[..., None].expand(-1, -1, 3))
+        keep = mask.flatten(1).gather(1, pix).to(rgb.dtype)
+        out = {"lips": (((rgb - want) ** 2).mean(-1) * keep).sum() / keep.sum().clamp(min=1)}
+    else:
+        out = {"lips": masked_mse(lips, target[:full], mask[:full])}
     total = opts.lips_weight * out["lips"]
+    target, mask = target[:full], mask[:full]
+    batch = {k: v[:full] for k, v in batch.items()}  # L_w and the perceptual term: whole frames
     if perceptual is not None and opts.perceptual_weight > 0:
         m = mask[:, None].to(lips.dtype)
         out["perceptual"] = perceptual(lips * m + target * (1 - m), target)

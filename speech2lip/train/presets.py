@@ -10,11 +10,12 @@ from speech2lip.train.model import ModelSizes
 
 PRESETS: dict[str, dict] = {
     # Small enough that the whole demo pipeline trains in minutes on a 2-core CPU.
-    "demo": dict(steps=400, batch_frames=4, lr=2e-3, width=64, depth=4, skip=2, uv_freqs=6,
-                 time_freqs=4, audio_dim=32, audio_radius=2, blend_channels=(16, 32, 64),
-                 mouth_start=100),
+    "demo": dict(steps=800, batch_frames=16, lips_pixels=1024, mouth_frames=2, lr=2e-3,
+                 width=64, depth=4, skip=2, uv_freqs=6, time_freqs=4, audio_dim=32,
+                 audio_radius=2, blend_channels=(16, 32, 64), mouth_start=200),
     # The paper's sizes (8 x 256 MLP with a skip, 64-d audio code, 8 neighbouring windows).
-    "paper": dict(steps=100_000, batch_frames=8, lr=5e-4, width=256, depth=8, skip=4,
+    "paper": dict(steps=100_000, batch_frames=8, lips_pixels=0, mouth_frames=0, lr=5e-4,
+                  width=256, depth=8, skip=4,
                   uv_freqs=10, time_freqs=4, audio_dim=64, audio_radius=4,
                   blend_channels=(32, 64, 128), mouth_start=20_000),
 }  # fmt: skip
