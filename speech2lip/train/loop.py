@@ -186,16 +186,22 @@ def lips_psnr(model: Speech2Lip, data: WarpData, ids: np.ndarray, radius: int, d
     return 10 * math.log10(1.0 / max(err / max(count, 1), 1e-12))
 
 
-def static_psnr(data: WarpData, ids: np.ndarray) -> float:
-    """The "static mouth" baseline: the canonical frame's lips for every held-out frame."""
-    canon = data[int(data.canonical["canonical_index"])]["canonical_lips"].astype(np.float64)
+def constant_lips_psnr(data: WarpData, ids: np.ndarray, lips: np.ndarray) -> float:
+    """PSNR (dB) of one fixed canonical-lips image `(lh, lw, 3)` (0..255) against frames `ids`
+    inside their masks: what a predictor that ignores the audio scores."""
     err, count = 0.0, 0.0
     for _, arrays in data.stream(ids, batch=32):
         m = arrays["canonical_mask"][..., None].astype(bool)
-        diff = (arrays["canonical_lips"].astype(np.float64) - canon) / 255
+        diff = (arrays["canonical_lips"].astype(np.float64) - lips) / 255
         err += float((diff**2 * m).sum())
         count += float(m.sum()) * 3
     return 10 * math.log10(1.0 / max(err / max(count, 1), 1e-12))
+
+
+def static_psnr(data: WarpData, ids: np.ndarray) -> float:
+    """The "static mouth" baseline: the canonical frame's lips for every held-out frame."""
+    canon = data[int(data.canonical["canonical_index"])]["canonical_lips"].astype(np.float64)
+    return constant_lips_psnr(data, ids, canon)
 
 
 def mean_mouth_psnr(data: WarpData, train_ids: np.ndarray, ids: np.ndarray) -> float:
@@ -205,14 +211,7 @@ def mean_mouth_psnr(data: WarpData, train_ids: np.ndarray, ids: np.ndarray) -> f
     for _, arrays in data.stream(train_ids, batch=64):
         part = arrays["canonical_lips"].astype(np.float64).sum(axis=0)
         total = part if total is None else total + part
-    mean = total / len(train_ids)
-    err, count = 0.0, 0.0
-    for _, arrays in data.stream(ids, batch=32):
-        m = arrays["canonical_mask"][..., None].astype(bool)
-        diff = (arrays["canonical_lips"].astype(np.float64) - mean) / 255
-        err += float((diff**2 * m).sum())
-        count += float(m.sum()) * 3
-    return 10 * math.log10(1.0 / max(err / max(count, 1), 1e-12))
+    return constant_lips_psnr(data, ids, total / len(train_ids))
 
 
 def save_checkpoint(path: Path, model, optimizer, step: int, opts: LoopOptions) -> None:
