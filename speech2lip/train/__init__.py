@@ -130,10 +130,10 @@ def loss_curve(path: Path, log_csv: Path, heldout_csv: Path, static: float) -> N
 def run(index_path, out_dir, cfg: TrainConfig, threads: int = 1, resume: str = "auto",
         device: str = "auto") -> dict:  # fmt: skip
     """Train; write model.pt, train.json and loss_curve.png (and the undeclared extras)."""
-    import cv2
     import torch
 
     from speech2lip.models.losses import perceptual_loss
+    from speech2lip.pose_depth import save_png
     from speech2lip.train.loop import lips_psnr, mean_mouth_psnr, static_psnr, train
     from speech2lip.train.presets import resolve
     from speech2lip.warp.shards import WarpData
@@ -167,9 +167,7 @@ def run(index_path, out_dir, cfg: TrainConfig, threads: int = 1, resume: str = "
         log.info("train: step %d held-out lips PSNR %.2f dB (static mouth %.2f)", step, psnr,
                  static)  # fmt: skip
         img = preview(model, data, shown, opts.sizes.audio_radius, dev)
-        (out_dir / "previews").mkdir(exist_ok=True)
-        with atomic_path(out_dir / "previews" / f"step_{step:06d}.png") as tmp:
-            cv2.imwrite(str(tmp), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        save_png(out_dir / "previews" / f"step_{step:06d}.png", img)
 
     if resume == "no":
         heldout_csv.unlink(missing_ok=True)

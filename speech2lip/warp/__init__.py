@@ -28,7 +28,6 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-import cv2
 import h5py
 import numpy as np
 from tqdm import tqdm
@@ -38,6 +37,8 @@ from speech2lip.atomic import atomic_path, write_json
 from speech2lip.config import WarpConfig
 from speech2lip.errors import Speech2LipError
 from speech2lip.warp import audio as audio_features
+from speech2lip.warp.qa import qa_pictures
+from speech2lip.warp.regions import box_origins, extended_box, lip_box, lip_points
 from speech2lip.warp.shards import (
     CANONICAL_FILE,
     SCHEMA_VERSION,
@@ -50,73 +51,10 @@ from speech2lip.warp.shards import (
 
 log = logging.getLogger(__name__)
 
-MEDIAPIPE_LIPS = (0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178,
-                  181, 185, 191, 267, 269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324,
-                  375, 402, 405, 409, 415)  # fmt: skip
-FAN_LIPS = tuple(range(48, 68))
 INVALID_GRID = -2.0  # c2o_grid value where c2o_mask is 0 (outside the crop; compresses well)
 
 
 # ----------------------------------------------------------------------------- pure functions
-def lip_points(points: np.ndarray) -> np.ndarray:
-    """The lip landmarks `(..., L, 2)` of MediaPipe (478) or FAN (68) points `(..., P, >=2)`."""
-    index = MEDIAPIPE_LIPS if points.shape[-2] == 478 else FAN_LIPS
-    return points[..., list(index), :2]
-
-
-def round16(value: float) -> int:
-    return int(math.ceil(value / 16.0) * 16)
-
-
-def lip_box(
-    canonical_lips: np.ndarray,
-    all_lips: np.ndarray,
-    size: str | tuple[int, int],
-    margin: int,
-    width: int,
-    height: int,
-) -> tuple[tuple[int, int, int, int], float]:
-    """Canonical lip box (x0, y0, w, h), centred on the canonical frame's lips, inside the image.
-
-    `size` 'auto': the 99th percentile of the lips' extent over `all_lips` `(N, L, 2)` plus
-    `margin` per side, rounded up to a multiple of 16. Also returns the fraction of frames
-    whose lips are larger than the box.
-    """
-    extent = all_lips.max(axis=1) - all_lips.min(axis=1)  # (N, 2)
-    if size == "auto":
-        big = np.percentile(extent, 99, axis=0)
-        w, h = round16(big[0] + 2 * margin), round16(big[1] + 2 * margin)
-    else:
-        w, h = int(size[0]), int(size[1])
-    w, h = min(w, width), min(h, height)
-    centre = (canonical_lips.min(axis=0) + canonical_lips.max(axis=0)) / 2
-    x0 = int(np.clip(round(centre[0] - w / 2), 0, width - w))
-    y0 = int(np.clip(round(centre[1] - h / 2), 0, height - h))
-    too_big = float(np.mean((extent[:, 0] > w) | (extent[:, 1] > h)))
-    return (x0, y0, w, h), too_big
-
-
-def extended_box(
-    lips: tuple[int, int, int, int], scale: tuple[float, float], width: int, height: int
-) -> tuple[int, int, int, int]:
-    """The composition region around the lip box: `scale` times its size (multiple of 16),
-    centred horizontally, with two thirds of the extra height below the lips (chin)."""
-    x0, y0, w, h = lips
-    ew, eh = min(round16(w * scale[0]), width), min(round16(h * scale[1]), height)
-    ex = int(np.clip(x0 - (ew - w) // 2, 0, width - ew))
-    ey = int(np.clip(y0 - (eh - h) // 3, 0, height - eh))
-    return ex, ey, ew, eh
-
-
-def box_origins(centres: np.ndarray, size: tuple[int, int], width: int, height: int) -> np.ndarray:
-    """Top-left corners `(N, 2) int32` of boxes of `size` (w, h) centred on `centres` `(N, 2)`,
-    shifted to lie inside the image."""
-    w, h = size
-    x = np.clip(np.round(centres[:, 0] - w / 2), 0, width - w)
-    y = np.clip(np.round(centres[:, 1] - h / 2), 0, height - h)
-    return np.stack([x, y], axis=1).astype(np.int32)
-
-
 def masked_psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     """PSNR (dB, peak 255) of `a` vs `b` `(h, w, C)` over `mask` `(h, w)`; nan when empty."""
     if not mask.any():
@@ -319,51 +257,6 @@ def _write_shard(job: tuple[int, int, int, str]) -> dict:
             "fractions": fractions, "qa": qa, "bytes": path.stat().st_size}  # fmt: skip
 
 
-# ----------------------------------------------------------------------------- QA pictures
-def _save_png(path: Path, rgb: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-            raise Speech2LipError(f"could not write {path}")
-
-
-def _fit(img: np.ndarray, height: int) -> np.ndarray:
-    w = max(1, round(img.shape[1] * height / img.shape[0]))
-    return cv2.resize(img, (w, height), interpolation=cv2.INTER_AREA)
-
-
-def qa_pictures(out_dir: Path, qa: dict[int, dict], lips_box, ext_box) -> None:
-    """qa_strip.png, qa_canonical_grid.png and qa_roundtrip.png (see the README)."""
-    strip_ids = sorted(i for i, v in qa.items() if "frame" in v)
-    rows = []
-    for i in strip_ids:
-        v = qa[i]
-        frame = v["frame"].copy()
-        x, y = v["origin"]
-        cv2.rectangle(frame, (int(x), int(y)), (int(x) + ext_box[2] - 1, int(y) + ext_box[3] - 1),
-                      (255, 255, 0), 2)  # fmt: skip
-        lips = v["lips"].copy()
-        lips[v["mask"] == 0] = lips[v["mask"] == 0] // 3  # invalid pixels darkened
-        rows.append(np.hstack([_fit(frame, 256), _fit(v["mouth"], 256), _fit(lips, 256)]))
-    width = max(r.shape[1] for r in rows)
-    rows = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0))) for r in rows]
-    _save_png(out_dir / "qa_strip.png", np.vstack(rows))
-    grid_ids = sorted(qa)
-    tiles = [qa[i]["lips"] for i in grid_ids]
-    cols = 6
-    while len(tiles) % cols:
-        tiles.append(np.zeros_like(tiles[0]))
-    grid = np.vstack([np.hstack(tiles[r : r + cols]) for r in range(0, len(tiles), cols)])
-    _save_png(out_dir / "qa_canonical_grid.png", grid)
-    trips = []
-    for i in strip_ids:
-        v = qa[i]
-        mask = v["back_mask"][..., None]
-        diff = np.abs(v["back"].astype(np.int16) - v["mouth"].astype(np.int16)) * mask
-        diff = np.clip(diff * 4, 0, 255).astype(np.uint8)  # x4 so small errors show
-        trips.append(np.hstack([v["mouth"], (v["back"] * mask).astype(np.uint8), diff]))
-    _save_png(out_dir / "qa_roundtrip.png", np.vstack(trips))
-
-
 # ----------------------------------------------------------------------------- stage
 def _read_wav(path: Path, n_frames: int) -> np.ndarray:
     import soundfile as sf
@@ -511,7 +404,7 @@ def run(
     psnr = np.concatenate([results[i]["psnr"] for i in sorted(results)])
     fractions = np.concatenate([results[i]["fractions"] for i in sorted(results)])
     qa = {k_: v for r in results.values() for k_, v in r["qa"].items()}
-    qa_pictures(out_dir, qa, lips, ext)
+    qa_pictures(out_dir, qa, ext)
     finite = psnr[np.isfinite(psnr)]
     elapsed = time.monotonic() - t0
     summary = {
