@@ -20,7 +20,13 @@ include: "rules/common.smk"
 
 rule all:
     input:
-        expand("results/{subject}/warp/index.json", subject=list(config["subjects"])),
+        expand("results/{subject}/video.mp4", subject=list(config["subjects"])),
+        expand("results/{subject}/evaluate/report.html", subject=list(config["subjects"])),
+        [
+            f"results/{subject}/driven/{driving_name(path)}.mp4"
+            for subject, entry in config["subjects"].items()
+            for path in entry["driving"]
+        ],
     default_target: True
 
 
@@ -30,4 +36,7 @@ include: "rules/landmarks.smk"
 include: "rules/fit3dmm.smk"
 include: "rules/pose_depth.smk"
 include: "rules/warp.smk"
+include: "rules/sync_expert.smk"
 include: "rules/train.smk"
+include: "rules/render.smk"
+include: "rules/evaluate.smk"

@@ -20,8 +20,8 @@ def module(stage):
     """The stage's Python source (a module, or every file of a package), as rule inputs, so
     editing the stage's code re-runs it (Snakemake does not follow imports)."""
     path = os.path.join(workflow.basedir, "speech2lip", stage)
-    if os.path.isfile(path + ".py"):
-        return [path + ".py"]
+    if os.path.isfile(f"{path}.py"):
+        return [f"{path}.py"]
     return sorted(glob.glob(os.path.join(path, "*.py")) + glob.glob(os.path.join(path, "*.txt")))
 
 
@@ -41,3 +41,27 @@ def params_json(stage):
     if stage == "sample":
         return json.dumps(config[stage], sort_keys=True)
     return lambda wildcards: json.dumps(stage_section(config, stage, wildcards.subject), sort_keys=True)
+
+
+def driving_name(path):
+    """The name a driving audio's video gets under driven/: the file's stem."""
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def driving_audio(wildcards):
+    """The driving audio of `subjects.<subject>.driving` whose stem is the target's name."""
+    paths = config["subjects"].get(wildcards.subject, {}).get("driving", [])
+    for path in paths:
+        if driving_name(path) == wildcards.name:
+            return path
+    known = ", ".join(driving_name(p) for p in paths) or "(none)"
+    raise WorkflowError(
+        f"no driving audio named {wildcards.name!r} for subject {wildcards.subject!r}; its "
+        f"driving audio: {known}. List the file under subjects.{wildcards.subject}.driving."
+    )
+
+
+def driven_videos(wildcards):
+    """The subject's driven videos (one per driving audio), for the evaluation."""
+    paths = config["subjects"][wildcards.subject].get("driving", [])
+    return [f"results/{wildcards.subject}/driven/{driving_name(p)}.mp4" for p in paths]

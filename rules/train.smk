@@ -3,7 +3,8 @@ rule train:
     input:
         index="results/{subject}/warp/index.json",
         shards="results/{subject}/warp/shards",
-        code=module("train") + module("models"),
+        expert="results/{subject}/sync_expert/expert.pt",
+        code=module("train") + module("models") + module("sync_expert"),
     output:
         model="results/{subject}/train/model.pt",
         summary="results/{subject}/train/train.json",
@@ -23,4 +24,4 @@ rule train:
         runtime=720,
     shell:
         "python -m speech2lip train {input.index:q} {params.out_dir:q} --params {params.cfg:q}"
-        " --threads {threads} --resume auto > {log:q} 2>&1"
+        " --expert {input.expert:q} --threads {threads} --resume auto > {log:q} 2>&1"

@@ -7,7 +7,10 @@ Runs Snakemake (one job at a time, so stage timings do not overlap) in a work fo
 config lists the demo subject and every clip under --media, then prints, per subject and
 stage, wall time, frames/s and peak memory (from each rule's benchmark TSV) and the face fit's
 reprojection error and pose jitter (from fit3dmm/fit.json), and the warp stage's bytes per
-frame and O2C->C2O round-trip PSNR (from warp/warp.json).
+frame and O2C->C2O round-trip PSNR (from warp/warp.json), the sync expert's check, training's
+held-out PSNR, render speed, and the evaluation's metric table (ours, ground truth, baselines)
+for every subject. With --media, each real clip is also driven by the English driving audio
+files found under media/audio (`driven/<name>.mp4`, measured without ground truth).
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["resample", "landmarks", "fit3dmm", "pose_depth", "warp"]
+STAGES = ["resample", "landmarks", "fit3dmm", "pose_depth", "warp", "sync_expert", "train",
+          "render", "evaluate"]  # fmt: skip
+DRIVING = ["jfk_en.flac", "french_male_48k_stereo.wav"]
 
 
 def main() -> None:
@@ -38,8 +43,10 @@ def main() -> None:
     subjects = {"sample": {"video": "data/sample/video.mp4"}}
     media = Path(args.media)
     if media.is_dir():
+        driving = [str((media / "audio" / a).resolve()) for a in DRIVING
+                   if (media / "audio" / a).is_file()]  # fmt: skip
         for clip in sorted(media.glob("*.mp4")):
-            subjects[clip.stem.split("_")[0]] = {"video": str(clip.resolve())}
+            subjects[clip.stem.split("_")[0]] = {"video": str(clip.resolve()), "driving": driving}
     config = {"subjects": subjects, "sample": {"duration": args.demo_seconds}}
     (work / "config.yaml").write_text(yaml.safe_dump(config))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
@@ -72,6 +79,32 @@ def main() -> None:
               f"{w['extended_box'][3]}, O2C->C2O round-trip PSNR in the mouth box: median "
               f"{rt['median']:.1f} dB (mean {rt['mean']:.1f}, p5 {rt['p5']:.1f}), valid "
               f"canonical pixels {100 * w['canonical_mask_fraction']:.1f} %")  # fmt: skip
+        se = json.loads((work / f"results/{name}/sync_expert/sync_expert.json").read_text())
+        print(f"  sync_expert: held-out pair accuracy {100 * se['heldout_pair_accuracy']:.0f} %, "
+              f"offset {se['offset']:+d}, confidence {se['confidence']:.3f}, "
+              f"{'usable' if se['usable'] else 'NOT usable: ' + se['reason']}")  # fmt: skip
+        tr = json.loads((work / f"results/{name}/train/train.json").read_text())
+        print(f"  train: {tr['seconds']:.0f} s, held-out lips {tr['heldout_lips_psnr_db']:.2f} dB "
+              f"(static {tr['static_mouth_psnr_db']:.2f}, mean mouth "
+              f"{tr['mean_mouth_psnr_db']:.2f}), mouth box {tr['heldout_mouth_psnr_db']:.2f} dB, "
+              f"L_s {tr['sync_loss']}")  # fmt: skip
+        rs = json.loads((work / f"results/{name}/video.json").read_text())
+        print(f"  render: {rs['frames_per_second']:.1f} frames/s in-stage at {rs['width']}x"
+              f"{rs['height']} (pasted back: {rs['pasted_back']})")  # fmt: skip
+        ev = json.loads((work / f"results/{name}/evaluate/metrics.json").read_text())
+        print("  evaluate: method | PSNR | SSIM | CPBD | LMD | sync proxy conf (offset) | LSE-D/C")
+        rows = list(ev["methods"].items()) + [(f"driven:{k}", v) for k, v in ev["driven"].items()]
+        for method, m in rows:
+
+            def f(key, fmt="{:.3f}", m=m):
+                return fmt.format(m[key]) if m.get(key) is not None else "n/a"
+
+            print(f"    {method} | {f('psnr_db', '{:.2f}')} | {f('ssim')} | {f('cpbd')} | "
+                  f"{f('lmd_px', '{:.2f}')} | {f('sync_proxy_confidence')} "
+                  f"({f('sync_proxy_offset', '{:+d}')}) | {f('lse_d', '{:.2f}')}/"
+                  f"{f('lse_c', '{:.2f}')}")  # fmt: skip
+        for line in ev["verdicts"]:
+            print(f"    {line}")
 
 
 if __name__ == "__main__":

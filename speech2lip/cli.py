@@ -84,7 +84,10 @@ def _run_stage(args: argparse.Namespace) -> None:
     else:
         paths = [getattr(args, name) for name, _ in STAGES[args.command][2]]
         extra = {"threads": args.threads} if getattr(args, "threads", None) else {}
-        extra.update({k: getattr(args, k) for k in ("resume", "device") if hasattr(args, k)})
+        names = ("resume", "device", "expert", "driving", "source", "driven")
+        extra.update({k: getattr(args, k) for k in names if hasattr(args, k)})
+        if "driven" in extra:  # an empty list from a rule arrives as one empty argument
+            extra["driven"] = [p for p in extra["driven"] if p]
         module.run(*paths, cfg, **extra)
 
 
@@ -145,6 +148,16 @@ STAGES: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
          ("geometry", "pose_depth/geometry.h5"),
          ("out_dir", "output folder, e.g. results/<subject>/warp")],
     ),
+    "sync_expert": (
+        "load or train the lip-sync expert and check it on ground truth",
+        "The lip-sync expert (Wav2Lip's SyncNet_color) behind the sync loss: load the "
+        "pretrained lipsync_expert.pth named by --pretrained, or train one on the subject's "
+        "train split (in-sync vs off-sync windows of its own video); then check it on the "
+        "held-out ground truth (audio/video offset curve, confidence, pair accuracy). Writes "
+        "expert.pt (Wav2Lip's checkpoint format), sync_expert.json and offset_curve.png.",
+        [("index", "warp/index.json"),
+         ("out_dir", "output folder, e.g. results/<subject>/sync_expert")],
+    ),
     "train": (
         "train the lip model, canonical depth and Blend-Net",
         "Train the implicit lip model (audio -> canonical lips), the learned canonical depth "
@@ -152,6 +165,33 @@ STAGES: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
         "(resumable bit for bit). Writes model.pt, train.json, loss_curve.png, train_log.csv, "
         "heldout.csv and previews/.",
         [("index", "warp/index.json"), ("out_dir", "output folder, e.g. results/<subject>/train")],
+    ),
+    "render": (
+        "render the test split (own audio) or driving audio to an mp4",
+        "Render video with the trained model: audio -> canonical lips -> C2O with the learned "
+        "canonical depth -> paste into background frames -> Blend-Net, streamed into ffmpeg "
+        "(H.264) with the audio muxed in. Without --driving: the held-out test split from its "
+        "own audio over its own frames (comparable with the ground truth). With --driving FILE "
+        "(any audio format and sample rate): that speech over the subject's frames played "
+        "forwards and backwards from --start-frame. --pose-offset/--pose-sweep re-pose the head.",
+        [("model", "train/model.pt"), ("index", "warp/index.json"),
+         ("frames", "resample/frames.mkv"), ("meta", "resample/meta.json"),
+         ("audio", "resample/audio.wav (the test split's own audio)"),
+         ("out", "video to write, e.g. results/<subject>/video.mp4")],
+    ),
+    "evaluate": (
+        "metrics, baselines and the report of the test split and the driven videos",
+        "Measure the rendered test split (VIDEO) against the ground truth, next to the ground "
+        "truth itself and two baselines rendered through the same composition (static mouth, "
+        "nearest audio): mouth-box PSNR, SSIM, CPBD, LMD, LSE-D/LSE-C (with --syncnet, "
+        "syncnet_python's syncnet_v2.model) and a sync proxy from the subject's own expert. "
+        "Driven videos (--driven) get the metrics that need no ground truth. Writes "
+        "metrics.json and a self-contained report.html into OUT_DIR.",
+        [("model", "train/model.pt"), ("index", "warp/index.json"),
+         ("frames", "resample/frames.mkv"), ("meta", "resample/meta.json"),
+         ("audio", "resample/audio.wav"), ("video", "the rendered test split (video.mp4)"),
+         ("train_dir", "train/ (loss curves)"), ("expert_dir", "sync_expert/"),
+         ("out_dir", "output folder, e.g. results/<subject>/evaluate")],
     ),
 }  # fmt: skip
 
@@ -172,14 +212,25 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "sample":
             p.add_argument("--output", default="data/sample/video.mp4", help="video to write")
             p.add_argument("--controls", help="also write the per-frame controls (.npz)")
-        if name in ("pose_depth", "warp", "train"):
+        if name in ("pose_depth", "warp", "sync_expert", "train", "render", "evaluate"):
             p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                            help="worker processes / CPU threads (default: all CPUs)")  # fmt: skip
+        if name == "evaluate":
+            p.add_argument("--driven", nargs="*", default=[], help="driven videos to measure too")
+            p.add_argument("--source", help="the original video (for the baselines' paste-back)")
+            p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
+        if name == "render":
+            p.add_argument("--driving", help="driving audio (any format); default: the test split")
+            p.add_argument("--source", help="the original video, to paste the result back into "
+                           "its full frames (render.output_size: source)")  # fmt: skip
+            p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
         if name == "train":
             p.add_argument("--resume", choices=["auto", "yes", "no"], default="auto",
                            help="continue from OUT_DIR/ckpt/last.pt: auto (when its options "
                            "match, else start over), yes (or refuse), no")  # fmt: skip
             p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
+            p.add_argument("--expert", help="the sync_expert stage's expert.pt (for L_s; without "
+                           "it L_s is off)")  # fmt: skip
         _add_stage_flags(p, name)
         p.set_defaults(func=_run_stage)
     return parser

@@ -110,6 +110,22 @@ class WarpConfig:
 
 
 @dataclass(frozen=True)
+class SyncExpertConfig:
+    """The lip-sync expert: a user's Wav2Lip checkpoint, or one trained on the subject."""
+
+    pretrained: str = ""
+    steps: int = 200
+    batch: int = 16
+    lr: float = 0.0003
+    negative_gap: int = 5
+    search_offsets: int = 7
+    max_offset: int = 1
+    min_confidence: float = 0.02
+    log_every: int = 50
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Training (None = the preset's value; see `speech2lip.train.presets`)."""
 
@@ -117,8 +133,10 @@ class TrainConfig:
     steps: int | None = None
     batch_frames: int | None = None
     lips_pixels: int | None = None
+    lips_focus: float = 0.5
     mouth_frames: int | None = None
     lr: float | None = None
+    lr_final: float = 0.1
     depth_lr: float = 0.0001
     width: int | None = None
     depth: int | None = None
@@ -135,9 +153,41 @@ class TrainConfig:
     depth_weight: float = 0.1
     holes_probability: float = 0.5
     c2o_iterations: int = 2
+    sync_weight: float | None = None
+    sync_start: int | None = None
+    sync_windows: int = 1
+    precision: str = "auto"
+    compile: bool = False
     checkpoint_every: int = 200
     log_every: int = 50
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """Rendering: C2O composition into background frames, streamed into ffmpeg."""
+
+    output_size: str = "source"
+    crf: int = 18
+    encoder_preset: str = "medium"
+    batch_frames: int = 8
+    c2o_iterations: int = 4
+    start_frame: int = 0
+    pose_offset: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    pose_sweep: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    pose_period: float = 4.0
+    pose_file: str = ""
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Evaluation: metrics, baselines and the report."""
+
+    syncnet: str = ""
+    landmarks: str = "mediapipe"
+    cpbd_edges: str = "python-cpbd"
+    baselines: bool = True
+    strip_frames: int = 6
 
 
 STAGE_CONFIGS: dict[str, type] = {
@@ -147,7 +197,10 @@ STAGE_CONFIGS: dict[str, type] = {
     "fit3dmm": Fit3dmmConfig,
     "pose_depth": PoseDepthConfig,
     "warp": WarpConfig,
+    "sync_expert": SyncExpertConfig,
     "train": TrainConfig,
+    "render": RenderConfig,
+    "evaluate": EvaluateConfig,
 }
 
 

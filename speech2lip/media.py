@@ -223,6 +223,7 @@ class FrameWriter:
         crf: int = 18,
         audio: str | Path | None = None,
         threads: int = 0,
+        preset: str = "medium",
     ) -> None:
         self.path, self.width, self.height = Path(path), width, height
         args = [tool("ffmpeg"), "-nostdin", "-v", "error", "-y", "-f", "rawvideo"]
@@ -232,7 +233,7 @@ class FrameWriter:
         if codec == "ffv1":
             args += ["-c:v", "ffv1", "-level", "3", "-g", "1", "-slices", "4", "-pix_fmt", "bgr0"]
         elif codec == "h264":
-            args += ["-c:v", "libx264", "-preset", "medium", "-crf", str(crf)]
+            args += ["-c:v", "libx264", "-preset", preset, "-crf", str(crf)]
             args += ["-pix_fmt", "yuv420p", "-movflags", "+faststart"]
         else:
             raise ValueError(f"unknown codec {codec!r}")

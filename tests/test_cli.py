@@ -19,7 +19,10 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("stage", ["sample", "resample", "pose_depth", "warp", "train"])
+@pytest.mark.parametrize(
+    "stage",
+    ["sample", "resample", "pose_depth", "warp", "sync_expert", "train", "render", "evaluate"],
+)
 def test_help_explains_every_parameter(stage):
     proc = cli(stage, "--help")
     assert proc.returncode == 0

@@ -212,3 +212,24 @@ def test_one_optimisation_step_lowers_the_loss():
     opt.step()
     after = ((render_points(model, uv, audio, None, cell, False) - target) ** 2).mean()
     assert after < before
+
+
+def test_render_lattice_is_the_centred_four_corner_estimator():
+    from speech2lip.models import render_lattice
+
+    torch.manual_seed(0)
+    model = ImplicitLips(audio_dim=8, uv_freqs=4, time_freqs=2, width=32, depth=3, skip=2)
+    audio, time = torch.randn(2, 8), torch.rand(2)
+    uv, cell = crop_uv(12, 7)
+    slow = render_points(model, uv.expand(2, -1, -1), audio, time, cell, random=False)
+    fast = render_lattice(model, 12, 7, audio, time)
+    assert fast.shape == slow.shape == (2, 84, 3)
+    assert torch.allclose(fast, slow, atol=1e-6)
+
+
+def test_mouth_box_expert_input_is_resized_bgr():
+    frames = torch.zeros(1, 5, 3, 96, 192)
+    frames[0, 4, 2] = 1.0  # frame 4, blue
+    x = expert_faces(frames, lower_half=False)
+    assert x.shape == (1, 15, 48, 96)
+    assert torch.allclose(x[0, 12], torch.ones(48, 96)) and x.sum() == x[0, 12].sum()

@@ -55,14 +55,20 @@ def test_resume_continues_bit_for_bit(demo_warp, tmp_path):
     data = WarpData(demo_warp / "index.json")
     sub = dict(lips_pixels=64, mouth_frames=2)  # random pixels for L_m, 2 whole frames for L_w
     straight, _ = train(data, tmp_path / "a", options(**sub), resume="no")
-    train(data, tmp_path / "b", options(steps=3, **sub), resume="no")  # "interrupted" at step 3
+
+    def interrupt(step, history, model):
+        if step == 4:  # killed after the checkpoint of step 3
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(data, tmp_path / "b", options(**sub), resume="no", on_step=interrupt)
     resumed, _ = train(data, tmp_path / "b", options(**sub), resume="yes", workers=1)
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(),
                             strict=True):  # fmt: skip
         assert torch.equal(a, b), name
     with open(tmp_path / "b/train_log.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [int(r["step"]) for r in rows] == [2, 3, 4, 6]  # the log continues too
+    assert [int(r["step"]) for r in rows] == [2, 4, 6]  # the log continues, without repeats
 
 
 def test_resume_refuses_other_options_and_damaged_checkpoints(demo_warp, tmp_path):
@@ -78,7 +84,7 @@ def test_resume_refuses_other_options_and_damaged_checkpoints(demo_warp, tmp_pat
 
 
 def test_held_out_psnr_and_the_static_baseline(demo_warp):
-    from speech2lip.train.loop import lips_psnr, static_psnr
+    from speech2lip.train.heldout import lips_psnr, static_psnr
 
     data = WarpData(demo_warp / "index.json")
     canon = int(data.canonical["canonical_index"])
@@ -87,7 +93,7 @@ def test_held_out_psnr_and_the_static_baseline(demo_warp):
     assert 10 < static_psnr(data, test_ids) < 100
     model = Speech2Lip(data.canonical, TINY)
     assert 0 < lips_psnr(model, data, test_ids, TINY.audio_radius, "cpu") < 40
-    from speech2lip.train.loop import mean_mouth_psnr
+    from speech2lip.train.heldout import mean_mouth_psnr
 
     lips = data.read_field("canonical_lips", test_ids).astype(np.float64)
     mask = data.read_field("canonical_mask", test_ids).astype(bool)
@@ -118,7 +124,7 @@ def test_train_stage_writes_a_model_that_rebuilds_alone(demo_warp, tmp_path):
     batch = to_tensors(data, np.array([5, 6]), 1, "cpu")
     with torch.no_grad():
         lips = model.canonical_lips(model.audio_code(batch["mel_context"]), batch["time"], False)
-    from speech2lip.train.loop import lips_psnr
+    from speech2lip.train.heldout import lips_psnr
 
     assert lips.shape[0] == 2
     assert lips_psnr(model, data, data.split_ids("test"), 1, "cpu") == pytest.approx(
@@ -150,7 +156,7 @@ def test_a_short_run_beats_the_static_mouth_on_held_out_speech(demo_warp, tmp_pa
     """Hold out the 13 training frames where the mouth moves most (the demo's test split ends
     on a closed mouth, where the static mouth is nearly exact), train on the rest, and compare
     the canonical lips on the held-out frames with the canonical frame's lips pasted there."""
-    from speech2lip.train.loop import lips_psnr, static_psnr
+    from speech2lip.train.heldout import lips_psnr, static_psnr
 
     data = WarpData(demo_warp / "index.json")
     train_split = data.split_ids("train")
@@ -170,3 +176,63 @@ def test_a_short_run_beats_the_static_mouth_on_held_out_speech(demo_warp, tmp_pa
     static = static_psnr(data, held)
     print(f"held-out frames {first}-{first + 12}: ours {ours:.2f} dB, static mouth {static:.2f} dB")
     assert ours > static + 0.5
+
+
+def test_sync_loss_reaches_the_lips_through_in_and_off_sync_pairs(demo_warp):
+    from speech2lip.models.syncnet import SyncNetColor
+    from speech2lip.sync_expert import window_starts
+    from speech2lip.train.loop import read_sync_batch, sync_loss, sync_windows, to_device
+
+    data = WarpData(demo_warp / "index.json")
+    model = Speech2Lip(data.canonical, TINY)
+    expert = SyncNetColor().eval().requires_grad_(False)
+    starts, wrong = sync_windows(window_starts(data.split_ids("train")), 0, 3, 2)
+    assert np.all(np.abs(wrong - starts) >= 5)
+    batch = to_device(read_sync_batch(data, starts, wrong, TINY.audio_radius, 0), "cpu")
+    assert batch["sync_mouth"].shape[0] == 10 and batch["sync_mel"].shape == (2, 80, 16)
+    loss = sync_loss(model, batch, options(sync_weight=1.0), expert)
+    loss.backward()
+    assert torch.isfinite(loss) and model.lips.first.weight.grad.abs().sum() > 0
+    assert model.blend.out.weight.grad is None  # L_s shapes the lips, not the Blend-Net
+
+
+def test_loop_with_the_sync_loss_and_bf16_autocast(demo_warp, tmp_path):
+    from speech2lip.models.syncnet import SyncNetColor
+
+    data = WarpData(demo_warp / "index.json")
+    opts = options(steps=4, sync_weight=0.1, sync_start=2, precision="bf16", lips_pixels=64,
+                   mouth_frames=2)  # fmt: skip
+    _, last = train(data, tmp_path, opts, resume="no", expert=SyncNetColor())
+    assert "sync" in last and all(np.isfinite(v) for v in last.values())
+    with open(tmp_path / "train_log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[-1]["sync"] and not rows[0]["sync"]  # on from step 2
+
+
+def test_compiled_lip_model_matches_eager():
+    from speech2lip.models import ImplicitLips
+
+    torch.manual_seed(0)
+
+    model = ImplicitLips(audio_dim=8, uv_freqs=2, time_freqs=0, width=16, depth=2, skip=0)
+    uv, audio = torch.rand(2, 30, 2) * 2 - 1, torch.randn(2, 8)
+    eager = model(uv, audio)
+    model.compile()
+    assert torch.allclose(model(uv, audio), eager, atol=1e-5)
+    assert not any("_orig_mod" in k for k in model.state_dict())  # checkpoint keys unchanged
+
+
+def test_lr_schedule_and_where_the_lips_loss_looks(demo_warp):
+    from speech2lip.train.loop import lips_pixel_prob, lr_scale
+
+    assert lr_scale(0, 100, 0.1) == 1.0 and lr_scale(99, 100, 0.1) == pytest.approx(0.1)
+    assert lr_scale(49, 100, 0.1) == pytest.approx(0.55, abs=0.02)
+    data = WarpData(demo_warp / "index.json")
+    prob = lips_pixel_prob(data, data.split_ids("train"), 0.5)
+    lx, ly, lw, lh = data.index["lip_box"]
+    assert prob.shape == (lw * lh,) and prob.sum() == pytest.approx(1.0)
+    assert prob.min() >= 0.5 / (lw * lh) - 1e-12  # every pixel keeps its uniform share
+    lips = data.read_field("canonical_lips", data.split_ids("train")).astype(np.float32)
+    moving = lips.std(axis=0).mean(axis=-1).reshape(-1)
+    assert prob[moving.argmax()] > prob[moving.argmin()]  # more where the lips move
+    assert np.allclose(lips_pixel_prob(data, data.split_ids("train"), 0.0), 1 / (lw * lh))

@@ -14,8 +14,19 @@ import pytest
 import yaml
 from conftest import ROOT
 
-STAGES_SO_FAR = {"sample", "resample", "landmarks", "fit3dmm", "pose_depth", "warp"}
-AFTER_RESAMPLE = {"resample", "landmarks", "fit3dmm", "pose_depth", "warp"}
+AFTER_WARP = {"sync_expert", "train", "render", "evaluate"}
+AFTER_RESAMPLE = {"resample", "landmarks", "fit3dmm", "pose_depth", "warp"} | AFTER_WARP
+STAGES = {"sample"} | AFTER_RESAMPLE
+TINY = {  # every stage, in seconds: a 3-second clip, a few training steps
+    "sample": {"duration": 3, "size": 256, "seed": 1}, "resample": {"size": 192},
+    "fit3dmm": {"iterations": 30, "n_expression": 8},
+    "sync_expert": {"steps": 3, "batch": 4, "search_offsets": 2},
+    "train": {"steps": 12, "batch_frames": 4, "width": 16, "depth": 2, "skip": 0, "uv_freqs": 2,
+              "audio_dim": 8, "audio_radius": 1, "blend_channels": [4, 8], "mouth_start": 0,
+              "sync_start": 0, "checkpoint_every": 12, "log_every": 6, "lips_pixels": 128,
+              "mouth_frames": 1},
+    "render": {"encoder_preset": "ultrafast"}, "evaluate": {"strip_frames": 2},
+}  # fmt: skip
 
 
 def snakemake(
@@ -44,8 +55,7 @@ def planned(proc: subprocess.CompletedProcess) -> dict[str, str]:
 
 
 def write_config(workdir: Path, **sections) -> Path:
-    config = {"sample": {"duration": 3, "size": 256, "seed": 1}, "resample": {"size": 192},
-              "fit3dmm": {"iterations": 30, "n_expression": 8}}  # fmt: skip
+    config = {k: dict(v) for k, v in TINY.items()}
     for key, value in sections.items():
         config.setdefault(key, {}).update(value)
     path = workdir / "config.yaml"
@@ -68,9 +78,11 @@ def test_lint_is_clean():
 def test_dry_run_plans_every_stage(tmp_path):
     write_config(tmp_path)
     jobs = planned(snakemake(tmp_path, "-n"))
-    assert set(jobs) >= STAGES_SO_FAR
+    assert set(jobs) == STAGES | {"all"}
     jobs = planned(snakemake(tmp_path, "-n", "results/sample/train/model.pt"))
-    assert set(jobs) == STAGES_SO_FAR | {"train"}  # training is planned after warp
+    assert set(jobs) == STAGES - {"render", "evaluate"}  # training needs the sync expert
+    jobs = planned(snakemake(tmp_path, "-n", "results/sample/video.mp4"))
+    assert set(jobs) == STAGES - {"evaluate"}
 
 
 def test_unknown_subject_is_a_clear_error(tmp_path):
@@ -124,10 +136,12 @@ def dry(work: Path, *args: str) -> dict[str, str]:
 def test_end_to_end_run_leaves_outputs_logs_and_benchmarks(finished):
     for out in ("resample/meta.json", "landmarks/landmarks.npz", "fit3dmm/fit.npz",
                 "pose_depth/geometry.h5", "pose_depth/qa_contact_sheet.png", "warp/index.json",
-                "warp/shards/shard_00000.h5", "warp/qa_roundtrip.png"):  # fmt: skip
+                "warp/shards/shard_00000.h5", "warp/qa_roundtrip.png",
+                "sync_expert/expert.pt", "train/model.pt", "train/loss_curve.png", "video.mp4",
+                "evaluate/metrics.json", "evaluate/report.html"):  # fmt: skip
         assert (finished / "results" / "sample" / out).is_file(), out
     assert (finished / "data" / "sample" / "video.mp4").is_file()
-    for stage in STAGES_SO_FAR:
+    for stage in STAGES:
         assert (finished / "logs" / "sample" / f"{stage}.log").is_file()
         assert (finished / "benchmarks" / "sample" / f"{stage}.tsv").is_file()
     assert dry(finished) == {}  # nothing left to do
@@ -142,15 +156,21 @@ def test_a_param_change_reruns_that_stage_and_what_follows(finished):
 
         write_config(finished, sample={"seed": 2})
         jobs = dry(finished)
-        assert set(jobs) == STAGES_SO_FAR and "Params have changed" in jobs["sample"]
+        assert set(jobs) == STAGES and "Params have changed" in jobs["sample"]
 
         write_config(finished, pose_depth={"head_grow": 0.5})
         jobs = dry(finished)
-        assert set(jobs) == {"pose_depth", "warp"} and "Params have changed" in jobs["pose_depth"]
+        assert set(jobs) == {"pose_depth", "warp"} | AFTER_WARP
+        assert "Params have changed" in jobs["pose_depth"]
 
-        write_config(finished, warp={"shard_frames": 20})  # the last stage: itself only
+        write_config(finished, train={"lr": 0.01})
         jobs = dry(finished)
-        assert set(jobs) == {"warp"} and "Params have changed" in jobs["warp"]
+        assert set(jobs) == {"train", "render", "evaluate"}
+        assert "Params have changed" in jobs["train"]
+
+        write_config(finished, evaluate={"strip_frames": 3})  # the last stage: itself only
+        jobs = dry(finished)
+        assert set(jobs) == {"evaluate"} and "Params have changed" in jobs["evaluate"]
 
         override = {"sample": {"video": "data/sample/video.mp4", "resample": {"size": 64}}}
         write_config(finished, subjects=override)
@@ -184,7 +204,7 @@ def test_deleting_a_file_recreates_only_what_is_asked_for(finished):
     stash = finished.parent / "stash"
     stash.mkdir(exist_ok=True)
     results = finished / "results" / "sample"
-    target = results / "warp" / "index.json"
+    target = results / "evaluate" / "report.html"
     for path in (target, results / "resample" / "meta.json", finished / "data/sample/video.mp4"):
         kept = stash / path.name
         shutil.copy2(path, kept)
@@ -192,7 +212,7 @@ def test_deleting_a_file_recreates_only_what_is_asked_for(finished):
         try:
             jobs = dry(finished)
             if path == target:  # the target: its rule only
-                assert set(jobs) == {"warp"} and "Missing output" in jobs["warp"]
+                assert set(jobs) == {"evaluate"} and "Missing output" in jobs["evaluate"]
             else:  # an intermediate that no out-of-date job needs is not re-made ...
                 assert jobs == {}
                 jobs = dry(finished, str(path.relative_to(finished)))  # ... unless asked for

@@ -69,26 +69,43 @@ class SyncNetColor(nn.Module):
         self.face_encoder = _stack(FACE_LAYERS)
         self.audio_encoder = _stack(AUDIO_LAYERS)
 
+    def audio_embedding(self, mel: Tensor) -> Tensor:
+        """`(B, 1, 80, 16)` mel windows -> `(B, 512)` unit-norm embeddings."""
+        return F.normalize(self.audio_encoder(mel).flatten(1), p=2, dim=1)
+
+    def face_embedding(self, faces: Tensor) -> Tensor:
+        """`(B, 15, 48, 96)` (see `expert_faces`) -> `(B, 512)` unit-norm embeddings."""
+        return F.normalize(self.face_encoder(faces).flatten(1), p=2, dim=1)
+
     def forward(self, mel: Tensor, faces: Tensor) -> tuple[Tensor, Tensor]:
-        audio = self.audio_encoder(mel).flatten(1)
-        face = self.face_encoder(faces).flatten(1)
-        return F.normalize(audio, p=2, dim=1), F.normalize(face, p=2, dim=1)
+        return self.audio_embedding(mel), self.face_embedding(faces)
 
 
-def expert_faces(frames: Tensor) -> Tensor:
-    """5 RGB face crops `(B, 5, 3, H, W)` in 0..1 -> the expert's input `(B, 15, 48, 96)`:
-    resized to 96x96, lower half, BGR, frames stacked on channels (frame-major)."""
+def expert_faces(frames: Tensor, lower_half: bool = True) -> Tensor:
+    """5 RGB crops `(B, 5, 3, H, W)` in 0..1 -> the expert's input `(B, 15, 48, 96)`, BGR,
+    frames stacked on channels (frame-major), resized with antialiasing (differentiable).
+
+    `lower_half`: the crops are whole faces (Wav2Lip's convention): resized to 96x96 and cut
+    to their lower half. Otherwise they are already the lower face (our observed mouth boxes,
+    see `speech2lip.sync_expert`) and are resized to 48x96 directly."""
     b, t = frames.shape[:2]
     if t != 5:
         raise ValueError(f"the sync expert takes 5 frames, got {t}")
-    x = F.interpolate(frames.flatten(0, 1), size=(96, 96), mode="bilinear", align_corners=False)
-    x = x.flip(1)[:, :, 48:]  # RGB -> BGR, lower half
+    size = (96, 96) if lower_half else (48, 96)
+    x = F.interpolate(frames.flatten(0, 1), size=size, mode="bilinear", align_corners=False,
+                      antialias=True)  # fmt: skip
+    x = x.flip(1)  # RGB -> BGR
+    if lower_half:
+        x = x[:, :, 48:]
     return x.reshape(b, t * 3, 48, 96)
 
 
-def sync_cosine(model: SyncNetColor, mel: Tensor, frames: Tensor) -> Tensor:
-    """Cosine similarity `(B,)` between mel windows and 5-frame face crops (RGB, 0..1)."""
-    audio, face = model(mel, expert_faces(frames))
+def sync_cosine(
+    model: SyncNetColor, mel: Tensor, frames: Tensor, lower_half: bool = True
+) -> Tensor:
+    """Cosine similarity `(B,)` between mel windows `(B, 1, 80, 16)` and 5-frame crops
+    `(B, 5, 3, H, W)` (RGB, 0..1; see `expert_faces` for `lower_half`)."""
+    audio, face = model(mel, expert_faces(frames, lower_half))
     return (audio * face).sum(dim=1)
 
 

@@ -75,20 +75,15 @@ def preview(model, data, ids: np.ndarray, radius: int, device: str) -> np.ndarra
     """Rows of: ground-truth canonical lips | predicted | ground-truth mouth box | composed."""
     import torch
 
-    from speech2lip.train.loop import to_tensors
+    from speech2lip.train.heldout import generate
 
-    with torch.no_grad():
-        b = to_tensors(data, ids, radius, device)
-        lips = model.canonical_lips(model.audio_code(b["mel_context"]), b["time"], random=False)
-        grid, valid = model.c2o(b["relative_pose"], b["mouth_origin"], init=b["c2o_grid"],
-                                init_valid=b["c2o_mask"], iterations=4)  # fmt: skip
-        composed = model.compose(lips, b["mouth"], grid, valid)
     rows = []
-    for i in range(len(ids)):
-        tiles = [b["canonical_lips"][i], lips[i], b["mouth"][i], composed[i]]
-        h = max(t.shape[1] for t in tiles)
-        tiles = [torch.nn.functional.pad(t, (0, 4, 0, h - t.shape[1])) for t in tiles]
-        rows.append(torch.cat(tiles, dim=2))
+    for _, b, lips, composed in generate(model, data, ids, radius, device):
+        for i in range(len(lips)):
+            tiles = [b["canonical_lips"][i], lips[i], b["mouth"][i], composed[i]]
+            h = max(t.shape[1] for t in tiles)
+            tiles = [torch.nn.functional.pad(t, (0, 4, 0, h - t.shape[1])) for t in tiles]
+            rows.append(torch.cat(tiles, dim=2))
     img = torch.cat(rows, dim=1).clamp(0, 1).permute(1, 2, 0).cpu().numpy()
     return (img * 255).round().astype(np.uint8)
 
@@ -103,7 +98,7 @@ def loss_curve(path: Path, log_csv: Path, heldout_csv: Path, static: float) -> N
         rows = list(csv.DictReader(f))
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     steps = [int(r["step"]) for r in rows]
-    for key in ("total", "lips", "perceptual", "depth", "mouth"):
+    for key in ("total", "lips", "perceptual", "depth", "mouth", "mouth_perceptual", "sync"):
         values = [float(r[key]) if r.get(key) else np.nan for r in rows]
         if not all(np.isnan(values)):
             a.plot(steps, values, label=key)
@@ -114,12 +109,14 @@ def loss_curve(path: Path, log_csv: Path, heldout_csv: Path, static: float) -> N
     if heldout_csv.exists():
         with open(heldout_csv) as f:
             held = list(csv.DictReader(f))
-        b.plot([int(r["step"]) for r in held], [float(r["psnr"]) for r in held], "o-",
-               label="model")  # fmt: skip
-    b.axhline(static, color="grey", linestyle="--", label="static mouth")
+        steps = [int(r["step"]) for r in held]
+        b.plot(steps, [float(r["psnr"]) for r in held], "o-", label="canonical lips")
+        if held and held[0].get("mouth_psnr"):
+            b.plot(steps, [float(r["mouth_psnr"]) for r in held], "s-", label="mouth box")
+    b.axhline(static, color="grey", linestyle="--", label="static mouth (lips)")
     b.set_xlabel("step")
     b.set_ylabel("dB")
-    b.set_title("held-out canonical lips PSNR")
+    b.set_title("held-out PSNR")
     b.legend()
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -127,14 +124,43 @@ def loss_curve(path: Path, log_csv: Path, heldout_csv: Path, static: float) -> N
     plt.close(fig)
 
 
+def sync_setup(expert_path, opts):
+    """The frozen sync expert (for L_s and the held-out sync check) and the options aligned at
+    its measured offset, or (None, options without L_s) with the reason: the expert is used
+    only when the `sync_expert` stage found it usable on ground truth."""
+    import torch
+
+    from speech2lip.models.syncnet import load_sync_expert
+
+    off = dataclasses.replace(opts, sync_weight=0.0)
+    if not expert_path:
+        if opts.sync_weight > 0:
+            log.warning("train: no sync expert given (--expert), so L_s is off")
+        return None, off, "off: no sync expert given"
+    expert = load_sync_expert(expert_path)
+    meta = torch.load(expert_path, map_location="cpu", weights_only=True).get("speech2lip", {})
+    if not meta.get("usable", False):
+        why = (f"off: the sync expert {expert_path} failed its ground-truth check (see "
+               "sync_expert.json)")  # fmt: skip
+        log.warning("train: L_s is %s", why)
+        return None, off, why
+    offset = int(meta.get("offset", 0))
+    if opts.sync_weight <= 0:
+        return expert, opts, "off (sync_weight 0)"
+    opts = dataclasses.replace(opts, sync_offset=offset)
+    return expert, opts, f"on (weight {opts.sync_weight}, expert offset {offset:+d} frames)"
+
+
 def run(index_path, out_dir, cfg: TrainConfig, threads: int = 1, resume: str = "auto",
-        device: str = "auto") -> dict:  # fmt: skip
-    """Train; write model.pt, train.json and loss_curve.png (and the undeclared extras)."""
+        device: str = "auto", expert: str | None = None) -> dict:  # fmt: skip
+    """Train; write model.pt, train.json and loss_curve.png (and the undeclared extras).
+    `expert`: the `sync_expert` stage's expert.pt, for L_s."""
     import torch
 
     from speech2lip.models.losses import perceptual_loss
     from speech2lip.pose_depth import save_png
-    from speech2lip.train.loop import lips_psnr, mean_mouth_psnr, static_psnr, train
+    from speech2lip.train.heldout import heldout_scores, mean_mouth_psnr, static_psnr
+    from speech2lip.train.loop import pick_precision, train
     from speech2lip.train.presets import resolve
     from speech2lip.warp.shards import WarpData
 
@@ -143,6 +169,7 @@ def run(index_path, out_dir, cfg: TrainConfig, threads: int = 1, resume: str = "
     opts = resolve(cfg)
     torch.set_num_threads(max(1, threads))
     dev = pick_device(device)
+    sync_expert, opts, sync_state = sync_setup(expert, opts)
     data = WarpData(index_path)
     perceptual = perceptual_loss("alex").to(dev) if opts.perceptual_weight > 0 else None
     test = data.split_ids("test")
@@ -154,35 +181,51 @@ def run(index_path, out_dir, cfg: TrainConfig, threads: int = 1, resume: str = "
     log.info("train: preset %s, %d steps of %d frames on %s; static-mouth baseline %.2f dB",
              cfg.preset, opts.steps, opts.batch_frames, dev, static)  # fmt: skip
 
+    radius = opts.sizes.audio_radius
+
     def on_step(step: int, history: dict, model) -> None:
         if step % opts.checkpoint_every and step != opts.steps:
             return
-        psnr = lips_psnr(model, data, test, opts.sizes.audio_radius, dev)
+        scores = heldout_scores(model, data, test, radius, dev)
         new = not heldout_csv.exists()
         with open(heldout_csv, "a", newline="") as f:
             writer = csv.writer(f)
             if new:
-                writer.writerow(["step", "psnr"])
-            writer.writerow([step, f"{psnr:.3f}"])
-        log.info("train: step %d held-out lips PSNR %.2f dB (static mouth %.2f)", step, psnr,
-                 static)  # fmt: skip
-        img = preview(model, data, shown, opts.sizes.audio_radius, dev)
+                writer.writerow(["step", "psnr", "mouth_psnr"])
+            writer.writerow([step, f"{scores['lips_psnr_db']:.3f}",
+                             f"{scores['mouth_psnr_db']:.3f}"])  # fmt: skip
+        log.info("train: step %d held-out lips PSNR %.2f dB (static mouth %.2f), mouth box "
+                 "%.2f dB", step, scores["lips_psnr_db"], static,
+                 scores["mouth_psnr_db"])  # fmt: skip
+        img = preview(model, data, shown, radius, dev)
         save_png(out_dir / "previews" / f"step_{step:06d}.png", img)
 
     if resume == "no":
         heldout_csv.unlink(missing_ok=True)
     workers = 1 if threads >= 2 else 0  # one process reads ahead while torch trains
-    model, last = train(data, out_dir, opts, dev, resume, perceptual, on_step, workers)
-    final = lips_psnr(model, data, test, opts.sizes.audio_radius, dev)
+    model, last = train(data, out_dir, opts, dev, resume, perceptual, on_step, workers,
+                        expert=sync_expert if opts.sync_weight > 0 else None)  # fmt: skip
+    scores = heldout_scores(model, data, test, radius, dev)
+    final = scores["lips_psnr_db"]
+    sync = None
+    if sync_expert is not None:  # the expert's view of the whole generated test split
+        sync = heldout_scores(model, data, data.split_ids("test"), radius, dev,
+                              expert=sync_expert).get("sync")  # fmt: skip
+        if sync:
+            log.info("train: the sync expert on the generated test split: offset %+d, "
+                     "confidence %.3f", sync["offset"], sync["confidence"])  # fmt: skip
     save_model(out_dir / "model.pt", model, opts, data)
     loss_curve(out_dir / "loss_curve.png", out_dir / "train_log.csv", heldout_csv, static)
     summary = {
         "preset": cfg.preset, "steps": opts.steps, "batch_frames": opts.batch_frames,
         "device": dev, "seconds": time.monotonic() - t0, "final_losses": last,
-        "heldout_lips_psnr_db": final, "static_mouth_psnr_db": static,
+        "heldout_lips_psnr_db": final, "heldout_mouth_psnr_db": scores["mouth_psnr_db"],
+        "static_mouth_psnr_db": static,
         "beats_static_mouth": final > static, "mean_mouth_psnr_db": mean_mouth,
-        "beats_mean_mouth": final > mean_mouth,
+        "beats_mean_mouth": final > mean_mouth, "heldout_sync": sync,
         "perceptual": getattr(perceptual, "name", "off (perceptual_weight 0)"),
+        "sync_loss": sync_state,
+        "precision": pick_precision(opts.precision, torch.device(dev).type),
         "options": dataclasses.asdict(opts), "digest": opts.digest(),
     }  # fmt: skip
     if not summary["beats_static_mouth"]:

@@ -26,7 +26,10 @@ import torch.nn.functional as F
 from speech2lip import __version__
 from speech2lip.atomic import atomic_path
 from speech2lip.errors import Speech2LipError
-from speech2lip.models import render_points
+from speech2lip.models import black_holes, render_points
+from speech2lip.models.losses import contrastive_sync_loss
+from speech2lip.models.syncnet import expert_faces
+from speech2lip.sync_expert import WINDOW, negatives, window_starts
 from speech2lip.train.model import ModelSizes, Speech2Lip
 from speech2lip.warp.audio import context_indices
 from speech2lip.warp.shards import WarpData
@@ -35,10 +38,12 @@ log = logging.getLogger(__name__)
 
 FIELDS = ["canonical_lips", "canonical_mask", "mouth", "mouth_origin", "relative_pose",
           "c2o_grid", "c2o_mask"]  # fmt: skip
-LOG_COLUMNS = ["step", "seconds", "total", "lips", "perceptual", "depth", "mouth"]
+LOG_COLUMNS = ["step", "seconds", "total", "lips", "perceptual", "depth", "mouth",
+               "mouth_perceptual", "sync"]  # fmt: skip
 # Frame i's audio code is built from the mel windows of frames i + AUDIO_OFFSET - r ..
 # i + AUDIO_OFFSET + r: with -2 the centre window (0.2 s = 5 frames) is centred on frame i.
 AUDIO_OFFSET = -2
+SYNC_SCALE = 2  # L_s composes its windows at half the mouth box's resolution
 
 
 @dataclass(frozen=True)
@@ -48,8 +53,10 @@ class LoopOptions:
     steps: int = 1000
     batch_frames: int = 4
     lips_pixels: int = 0
+    lips_focus: float = 0.5  # share of the L_m pixels drawn where the train frames' lips vary
     mouth_frames: int = 0
     lr: float = 2e-3
+    lr_final: float = 0.1  # cosine decay of both learning rates to this fraction at the end
     depth_lr: float = 1e-4
     lips_weight: float = 1.0
     perceptual_weight: float = 0.0
@@ -58,6 +65,12 @@ class LoopOptions:
     depth_weight: float = 0.1
     holes_probability: float = 0.5
     c2o_iterations: int = 2
+    sync_weight: float = 0.0
+    sync_start: int = 0
+    sync_windows: int = 1
+    sync_offset: int = 0  # the expert's audio/video offset measured on ground truth
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (autocast; fp16 with a grad scaler)
+    compile: bool = False  # torch.compile the lip MLP and the Blend-Net
     checkpoint_every: int = 200
     log_every: int = 50
     seed: int = 0
@@ -68,6 +81,34 @@ class LoopOptions:
         keep = {k: v for k, v in asdict(self).items() if k not in ("checkpoint_every", "log_every")}
         keep["steps"] = None  # a longer run may continue a shorter one
         return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def pick_precision(name: str, device_type: str) -> str:
+    """`auto`: bf16 on a CUDA device that supports it, else fp16 on CUDA, fp32 elsewhere."""
+    if name != "auto":
+        return name
+    if device_type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def lips_pixel_prob(data: WarpData, train_ids: np.ndarray, focus: float) -> np.ndarray:
+    """Where L_m draws its random pixels `(lh * lw,)`: a share `1 - focus` uniformly, the share
+    `focus` in proportion to each canonical pixel's standard deviation over the train frames
+    (the speech-sensitive pixels: mouth interior and lip edges), measured on up to 400 frames."""
+    ids = train_ids[:: max(1, len(train_ids) // 400)]
+    lips = data.read_field("canonical_lips", ids).astype(np.float32)
+    std = lips.std(axis=0).mean(axis=-1).reshape(-1)
+    uniform = np.full_like(std, 1.0 / len(std))
+    if focus <= 0 or std.sum() <= 0:
+        return uniform
+    return (1 - focus) * uniform + focus * std / std.sum()
+
+
+def lr_scale(step: int, steps: int, final: float) -> float:
+    """Cosine decay from 1 at step 0 to `final` at the last step (a function of the step, so
+    a resumed run follows the same schedule)."""
+    return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * step / max(steps - 1, 1)))
 
 
 def batch_ids(train_ids: np.ndarray, seed: int, step: int, size: int) -> np.ndarray:
@@ -84,15 +125,41 @@ def read_batch(data: WarpData, ids: np.ndarray, radius: int) -> dict[str, np.nda
     return out
 
 
+def sync_windows(
+    starts: np.ndarray, seed: int, step: int, count: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The L_s windows of step `step` (a pure function of (seed, step)): `count` window
+    starts from `starts` and, for each, the start of an off-sync audio window >= 5 frames
+    away."""
+    rng = np.random.default_rng([seed, step, 1])
+    chosen = rng.choice(starts, count)
+    return chosen, negatives(rng, chosen, starts, WINDOW)
+
+
+def read_sync_batch(
+    data: WarpData, starts: np.ndarray, wrong: np.ndarray, radius: int, offset: int
+) -> dict[str, np.ndarray]:
+    """The frames of 5-frame windows (`sync_*` fields, window-major) with the expert's mel
+    windows: in sync (frame start + `offset`) and off sync (frame `wrong`)."""
+    ids = (starts[:, None] + np.arange(WINDOW)).reshape(-1)
+    out = {f"sync_{k}": v for k, v in read_batch(data, ids, radius).items()}
+    n = len(data)
+    out["sync_mel"] = data.read_field("mel", np.clip(starts + offset, 0, n - 1))
+    out["sync_wrong_mel"] = data.read_field("mel", wrong)
+    return out
+
+
 def to_device(arrays: dict[str, np.ndarray], device) -> dict[str, torch.Tensor]:
     """A numpy batch as tensors on `device` (images in 0..1, masks bool, poses float32)."""
     out = {k: torch.as_tensor(np.ascontiguousarray(v)).to(device) for k, v in arrays.items()}
-    for key in ("canonical_lips", "mouth"):
-        out[key] = out[key].permute(0, 3, 1, 2).float() / 255
-    for key in ("canonical_mask", "c2o_mask"):
-        out[key] = out[key].bool()
-    for key in ("relative_pose", "c2o_grid"):
-        out[key] = out[key].float()
+    for key in list(out):
+        name = key.removeprefix("sync_")
+        if name in ("canonical_lips", "mouth"):
+            out[key] = out[key].permute(0, 3, 1, 2).float() / 255
+        elif name in ("canonical_mask", "c2o_mask"):
+            out[key] = out[key].bool()
+        elif name in ("relative_pose", "c2o_grid"):
+            out[key] = out[key].float()
     return out
 
 
@@ -111,6 +178,7 @@ class StepBatches(torch.utils.data.Dataset):
 
     def __init__(self, data: WarpData, train_ids: np.ndarray, opts: LoopOptions) -> None:
         self.data, self.train_ids, self.opts = data, train_ids, opts
+        self.sync_starts = window_starts(np.sort(train_ids)) if opts.sync_weight > 0 else None
 
     def __len__(self) -> int:
         return self.opts.steps
@@ -118,7 +186,12 @@ class StepBatches(torch.utils.data.Dataset):
     def __getitem__(self, step: int) -> tuple[int, dict[str, np.ndarray]]:
         o = self.opts
         ids = batch_ids(self.train_ids, o.seed, step, o.batch_frames)
-        return step, read_batch(self.data, ids, o.sizes.audio_radius)
+        out = read_batch(self.data, ids, o.sizes.audio_radius)
+        if self.sync_starts is not None and len(self.sync_starts) and step >= o.sync_start:
+            starts, wrong = sync_windows(self.sync_starts, o.seed, step, o.sync_windows)
+            out.update(read_sync_batch(self.data, starts, wrong, o.sizes.audio_radius,
+                                       o.sync_offset))  # fmt: skip
+        return step, out
 
 
 def masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -126,18 +199,55 @@ def masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Te
     return ((a - b) ** 2 * m).sum() / (m.sum() * a.shape[1]).clamp(min=1)
 
 
+def sync_loss(model: Speech2Lip, batch: dict, opts: LoopOptions, expert) -> torch.Tensor:
+    """L_s: the composed mouth boxes of whole 5-frame windows, scored by the frozen expert
+    against the in-sync audio (pulled together) and against off-sync audio (pushed apart). Both
+    terms reach the generated frames, so the negatives carry gradients too.
+
+    The expert sees 48x96 pixels, so the windows are composed at 1 / `SYNC_SCALE` of the mouth
+    box (the lip grid, the stored C2O grid and the box pooled alike): a quarter of the cost,
+    nothing the expert could see is lost. It scores the pasted lips before the Blend-Net, so L_s
+    shapes the lips and leaves the Blend-Net to L_w (through the Blend-Net it lowered the mouth
+    box's held-out PSNR by 2.5 dB on the demo)."""
+    s = SYNC_SCALE
+    code = model.audio_code(batch["sync_mel_context"])
+    lips = model.canonical_lips(code, batch["sync_time"], random=True, scale=s)
+    mouth = F.avg_pool2d(batch["sync_mouth"], s)
+    grid = F.avg_pool2d(batch["sync_c2o_grid"].permute(0, 3, 1, 2), s).permute(0, 2, 3, 1)
+    valid = F.avg_pool2d(batch["sync_c2o_mask"][:, None].float(), s)[:, 0] > 0.999
+    composed = model.paste(lips, mouth, grid, valid)
+    frames = composed.reshape(-1, WINDOW, *composed.shape[1:])
+    face = expert.face_embedding(expert_faces(frames, lower_half=False))
+    mel = torch.cat([batch["sync_mel"], batch["sync_wrong_mel"]])[:, None]
+    audio = expert.audio_embedding(mel.to(face.dtype))
+    cos = (audio * torch.cat([face, face])).sum(dim=1)
+    positive = torch.arange(len(cos), device=cos.device) < len(face)
+    return contrastive_sync_loss(cos, positive)
+
+
 def losses(
-    model: Speech2Lip, batch: dict, opts: LoopOptions, step: int, perceptual=None
+    model: Speech2Lip,
+    batch: dict,
+    opts: LoopOptions,
+    step: int,
+    perceptual=None,
+    expert=None,
+    pixel_prob: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Every loss term of one step (unweighted) and the weighted total under "total"."""
+    """Every loss term of one step (unweighted) and the weighted total under "total".
+    `pixel_prob` `(lh * lw,)`: how L_m draws its random pixels (`lips_pixel_prob`; uniform
+    when None)."""
     code = model.audio_code(batch["mel_context"])
     target, mask = batch["canonical_lips"], batch["canonical_mask"]
     b = target.shape[0]
     full = b if opts.mouth_frames <= 0 else min(opts.mouth_frames, b)  # frames drawn whole
     lips = model.canonical_lips(code[:full], batch["time"][:full], random=True)
     if opts.lips_pixels > 0:  # L_m on random pixels of every frame: more frames per step
-        pix = torch.randint(0, target.shape[2] * target.shape[3], (b, opts.lips_pixels),
-                            device=target.device)  # fmt: skip
+        n_pix = target.shape[2] * target.shape[3]
+        if pixel_prob is None:
+            pix = torch.randint(0, n_pix, (b, opts.lips_pixels), device=target.device)
+        else:  # more of them where the lips move (mouth interior, lip edges)
+            pix = torch.multinomial(pixel_prob.expand(b, -1), opts.lips_pixels, replacement=True)
         time_ = batch["time"] if model.lips.use_time else None
         rgb = render_points(model.lips, model.uv[pix], code, time_, model.cell, random=True)
         want = target.flatten(2).transpose(1, 2).gather(1, pix[..., None].expand(-1, -1, 3))
@@ -147,75 +257,41 @@ def losses(
         out = {"lips": masked_mse(lips, target[:full], mask[:full])}
     total = opts.lips_weight * out["lips"]
     target, mask = target[:full], mask[:full]
-    batch = {k: v[:full] for k, v in batch.items()}  # L_w and the perceptual term: whole frames
-    if perceptual is not None and opts.perceptual_weight > 0:
+    whole = {k: v[:full] for k, v in batch.items() if not k.startswith("sync_")}
+    use_perceptual = perceptual is not None and opts.perceptual_weight > 0
+    if use_perceptual:  # L_m's perceptual part, on whole crops
         m = mask[:, None].to(lips.dtype)
         out["perceptual"] = perceptual(lips * m + target * (1 - m), target)
         total = total + opts.perceptual_weight * out["perceptual"]
     if opts.depth_weight > 0:
-        out["depth"] = model.depth_photometric(batch["mouth"], batch["mouth_origin"],
-                                               batch["relative_pose"])  # fmt: skip
+        out["depth"] = model.depth_photometric(whole["mouth"], whole["mouth_origin"],
+                                               whole["relative_pose"])  # fmt: skip
         total = total + opts.depth_weight * out["depth"]
     if opts.mouth_weight > 0 and step >= opts.mouth_start:
-        grid, valid = model.c2o(batch["relative_pose"], batch["mouth_origin"],
-                                init=batch["c2o_grid"], init_valid=batch["c2o_mask"],
+        grid, valid = model.c2o(whole["relative_pose"], whole["mouth_origin"],
+                                init=whole["c2o_grid"], init_valid=whole["c2o_mask"],
                                 iterations=opts.c2o_iterations)  # fmt: skip
         holes = None
         if opts.holes_probability > 0:
-            from speech2lip.models import black_holes
-
-            _, holes = black_holes(batch["mouth"], opts.holes_probability)
-        composed = model.compose(lips, batch["mouth"], grid, valid, holes)
-        out["mouth"] = F.mse_loss(composed, batch["mouth"])
+            _, holes = black_holes(whole["mouth"], opts.holes_probability)
+        composed = model.compose(lips, whole["mouth"], grid, valid, holes)
+        out["mouth"] = F.mse_loss(composed.float(), whole["mouth"])
         total = total + opts.mouth_weight * out["mouth"]
+        if use_perceptual:  # L_w's perceptual part
+            out["mouth_perceptual"] = perceptual(composed, whole["mouth"])
+            total = total + opts.perceptual_weight * out["mouth_perceptual"]
+    if expert is not None and opts.sync_weight > 0 and "sync_mouth" in batch:
+        out["sync"] = sync_loss(model, batch, opts, expert)
+        total = total + opts.sync_weight * out["sync"]
     out["total"] = total
     return out
 
 
-def lips_psnr(model: Speech2Lip, data: WarpData, ids: np.ndarray, radius: int, device) -> float:
-    """Held-out PSNR (dB) of the canonical lips inside their valid masks."""
-    err, count = 0.0, 0.0
-    with torch.no_grad():
-        for start in range(0, len(ids), 16):
-            batch = to_tensors(data, ids[start : start + 16], radius, device)
-            lips = model.canonical_lips(model.audio_code(batch["mel_context"]), batch["time"],
-                                        random=False)  # fmt: skip
-            m = batch["canonical_mask"][:, None].float()
-            err += float((((lips - batch["canonical_lips"]) ** 2) * m).sum())
-            count += float(m.sum()) * 3
-    return 10 * math.log10(1.0 / max(err / max(count, 1), 1e-12))
-
-
-def constant_lips_psnr(data: WarpData, ids: np.ndarray, lips: np.ndarray) -> float:
-    """PSNR (dB) of one fixed canonical-lips image `(lh, lw, 3)` (0..255) against frames `ids`
-    inside their masks: what a predictor that ignores the audio scores."""
-    err, count = 0.0, 0.0
-    for _, arrays in data.stream(ids, batch=32):
-        m = arrays["canonical_mask"][..., None].astype(bool)
-        diff = (arrays["canonical_lips"].astype(np.float64) - lips) / 255
-        err += float((diff**2 * m).sum())
-        count += float(m.sum()) * 3
-    return 10 * math.log10(1.0 / max(err / max(count, 1), 1e-12))
-
-
-def static_psnr(data: WarpData, ids: np.ndarray) -> float:
-    """The "static mouth" baseline: the canonical frame's lips for every held-out frame."""
-    canon = data[int(data.canonical["canonical_index"])]["canonical_lips"].astype(np.float64)
-    return constant_lips_psnr(data, ids, canon)
-
-
-def mean_mouth_psnr(data: WarpData, train_ids: np.ndarray, ids: np.ndarray) -> float:
-    """A second baseline that ignores the audio: the mean canonical lips of the train frames
-    for every held-out frame. A model that does not beat it has not learned from the audio."""
-    total = None
-    for _, arrays in data.stream(train_ids, batch=64):
-        part = arrays["canonical_lips"].astype(np.float64).sum(axis=0)
-        total = part if total is None else total + part
-    return constant_lips_psnr(data, ids, total / len(train_ids))
-
-
-def save_checkpoint(path: Path, model, optimizer, step: int, opts: LoopOptions) -> None:
+def save_checkpoint(
+    path: Path, model, optimizer, step: int, opts: LoopOptions, scaler=None
+) -> None:
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+             "scaler": scaler.state_dict() if scaler is not None else {},
              "options": json.dumps(asdict(opts)), "digest": opts.digest(),
              "version": __version__, "seed": opts.seed}  # fmt: skip
     with atomic_path(path) as tmp:
@@ -241,12 +317,15 @@ def train(
     on_step: Callable[[int, dict, Speech2Lip], None] | None = None,
     workers: int = 0,
     train_ids: np.ndarray | None = None,
+    expert=None,
 ) -> tuple[Speech2Lip, dict]:
     """Train on `data`'s train split; checkpoints in `out_dir/ckpt/`, a CSV log in
     `out_dir/train_log.csv`. `resume`: 'auto' (continue when the last checkpoint's options
     hash matches, else start over and say so), 'yes' (continue or refuse), 'no'. `workers`
     DataLoader processes read batches ahead (0: read in this process). `train_ids` replaces
-    the train split (e.g. to hold out other frames)."""
+    the train split (e.g. to hold out other frames). `expert`: the frozen sync expert of L_s
+    (`opts.sync_weight` > 0). `opts.precision` bf16/fp16 runs the networks under autocast (the
+    geometry stays float32); `opts.compile` compiles the lip MLP and the Blend-Net."""
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "ckpt"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -256,6 +335,12 @@ def train(
     others = [p for n, p in model.named_parameters() if not n.startswith("depth.")]
     optimizer = torch.optim.Adam([{"params": others, "lr": opts.lr},
                                   {"params": depth_params, "lr": opts.depth_lr}])  # fmt: skip
+    device_type = torch.device(device).type
+    precision = pick_precision(opts.precision, device_type)
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    scaler = torch.amp.GradScaler(device_type, enabled=precision == "fp16")
+    if expert is not None:
+        expert = expert.to(device).eval().requires_grad_(False)
     start = 0
     last = ckpt_dir / "last.pt"
     if resume != "no" and last.is_file():
@@ -263,6 +348,7 @@ def train(
         if state.get("digest") == opts.digest():
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
+            scaler.load_state_dict(state.get("scaler", {}))
             start = int(state["step"])
             log.info("train: resuming from %s at step %d", last, start)
         elif resume == "yes":
@@ -283,6 +369,20 @@ def train(
     log_path = out_dir / "train_log.csv"
     if start == 0:
         log_path.unlink(missing_ok=True)
+    elif log_path.is_file():  # a killed run may have logged past its last checkpoint
+        with open(log_path, newline="") as f:
+            kept = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
+        with atomic_path(log_path) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS, restval="")
+            writer.writeheader()
+            writer.writerows(kept)
+    pixel_prob = None
+    if opts.lips_pixels > 0 and opts.lips_focus > 0:
+        pixel_prob = torch.as_tensor(lips_pixel_prob(data, train_ids, opts.lips_focus),
+                                     device=device)  # fmt: skip
+    if opts.compile:  # in place: the state dict keeps its keys
+        model.lips.compile()
+        model.blend.compile()
     t0 = time.monotonic()
     history: dict[str, float] = {}
     loader = torch.utils.data.DataLoader(
@@ -292,11 +392,16 @@ def train(
     )  # fmt: skip
     for step, arrays in loader:
         torch.manual_seed(opts.seed + step)
+        scale = lr_scale(step, opts.steps, opts.lr_final)
+        for group, base in zip(optimizer.param_groups, (opts.lr, opts.depth_lr), strict=True):
+            group["lr"] = base * scale
         batch = to_device(arrays, device)
-        terms = losses(model, batch, opts, step, perceptual)
+        with torch.autocast(device_type, dtype=amp, enabled=amp is not None):
+            terms = losses(model, batch, opts, step, perceptual, expert, pixel_prob)
         optimizer.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        optimizer.step()
+        scaler.scale(terms["total"]).backward()
+        scaler.step(optimizer)
+        scaler.update()
         history = {k: float(v.detach()) for k, v in terms.items()}
         done = step + 1
         if done % opts.log_every == 0 or done == opts.steps:
@@ -310,7 +415,7 @@ def train(
             log.info("train: step %d/%d %s", done, opts.steps,
                      " ".join(f"{k} {v:.4f}" for k, v in history.items()))  # fmt: skip
         if done % opts.checkpoint_every == 0 or done == opts.steps:
-            save_checkpoint(last, model, optimizer, done, opts)
+            save_checkpoint(last, model, optimizer, done, opts, scaler)
         if on_step is not None:
             on_step(done, history, model)
     return model, history

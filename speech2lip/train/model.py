@@ -22,10 +22,13 @@ from speech2lip.models import (
     BlendNet,
     CanonicalDepth,
     ImplicitLips,
+    render_lattice,
     render_points,
 )
 from speech2lip.models.lips import crop_uv
 from speech2lip.warp import gamem
+
+FEATHER_PX = 8.0  # canonical-crop pixels over which the pasted lips fade in at the crop's edge
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,9 @@ class Speech2Lip(nn.Module):
         depth = torch.as_tensor(np.asarray(canonical["canonical_depth"]), dtype=torch.float32)
         frame = torch.as_tensor(np.asarray(canonical["frame"]), dtype=torch.float32) / 255
         self.register_buffer("k", torch.as_tensor(np.asarray(canonical["K"]), dtype=torch.float32))
+        # The whole head's D_c at initialisation (pose control re-poses the head with it, the
+        # learned extended region pasted in); rebuilt from `canonical`, so not in the weights.
+        self.register_buffer("head_depth", depth, persistent=False)
         self.register_buffer("canonical_ext", frame[ey : ey + eh, ex : ex + ew].permute(2, 0, 1))
         static = torch.ones(eh, ew, dtype=torch.bool)  # the face around the lips: no speech
         static[ly - ey : ly - ey + lh, lx - ex : lx - ex + lw] = False
@@ -76,12 +82,19 @@ class Speech2Lip(nn.Module):
         codes = self.audio(mel_context.flatten(0, 1)).reshape(b, n, -1)
         return self.smoother(codes)
 
-    def canonical_lips(self, code: Tensor, time: Tensor | None, random: bool) -> Tensor:
-        """The lips in the canonical view `(B, 3, lh, lw)` in 0..1 (4-corner sampling)."""
-        lw, lh = self.lip_box[2], self.lip_box[3]
-        uv = self.uv.unsqueeze(0).expand(code.shape[0], -1, -1)
-        rgb = render_points(self.lips, uv, code, time if self.lips.use_time else None,
-                            self.cell, random)  # fmt: skip
+    def canonical_lips(
+        self, code: Tensor, time: Tensor | None, random: bool, scale: int = 1
+    ) -> Tensor:
+        """The lips in the canonical view `(B, 3, lh / scale, lw / scale)` in 0..1 (4-corner
+        sampling; `scale` > 1 draws a coarser grid over the same crop, e.g. for L_s)."""
+        lw, lh = self.lip_box[2] // scale, self.lip_box[3] // scale
+        time = time if self.lips.use_time else None
+        if random:
+            uv, cell = (self.uv, self.cell) if scale == 1 else crop_uv(lw, lh, code.device)
+            uv = uv.unsqueeze(0).expand(code.shape[0], -1, -1)
+            rgb = render_points(self.lips, uv, code, time, cell, random=True)
+        else:  # the same estimator with the target centred, on the shared pixel corners
+            rgb = render_lattice(self.lips, lw, lh, code, time)
         return rgb.reshape(-1, lh, lw, 3).permute(0, 3, 1, 2)
 
     def lip_depth(self) -> Tensor:
@@ -100,25 +113,69 @@ class Speech2Lip(nn.Module):
         """Where each mouth-box pixel samples the canonical lip crop, from the learned D_c
         (`init`: a starting grid, e.g. the warp stage's D_o grid, so fewer iterations do)."""
         size = (self.ext_box[2], self.ext_box[3])
-        return gamem.c2o_grid_from_canonical(self.lip_depth(), self.lip_box, origin, size,
-                                             self.k, t_co, iterations=iterations, init=init,
-                                             init_valid=init_valid)  # fmt: skip
+        with torch.autocast(origin.device.type, enabled=False):  # geometry in float32
+            return gamem.c2o_grid_from_canonical(
+                self.lip_depth(), self.lip_box, origin, size, self.k, t_co.float(),
+                iterations=iterations, init=None if init is None else init.float(),
+                init_valid=init_valid,
+            )  # fmt: skip
 
     def compose(
         self, lips: Tensor, mouth: Tensor, grid: Tensor, valid: Tensor, holes: Tensor | None = None
     ) -> Tensor:
         """Paste `lips` `(B,3,lh,lw)` into the observed mouth boxes `(B,3,eh,ew)` (0..1) where
-        `valid`, optionally punch `holes` `(B,1,eh,ew)`, and repair with the Blend-Net."""
-        mask = valid[:, None].to(lips.dtype)
+        `valid`, optionally punch `holes` `(B,1,eh,ew)`, and repair with the Blend-Net.
+
+        The paste fades in over the `FEATHER_PX` canonical pixels next to the lip crop's edge,
+        so the crop leaves no hard seam for the Blend-Net to hide."""
+        if holes is None:
+            holes = torch.zeros_like(mouth[:, :1])
+        pasted, mask = self.paste(lips, mouth, grid, valid, with_mask=True)
+        return self.blend(pasted * (1 - holes), mask, holes)
+
+    def paste(
+        self, lips: Tensor, mouth: Tensor, grid: Tensor, valid: Tensor, with_mask: bool = False
+    ):
+        """The mouth boxes with the lips pasted in, before the Blend-Net (and the paste mask)."""
+        lw, lh = self.lip_box[2], self.lip_box[3]  # in full-size canonical pixels
+        edge = torch.minimum(
+            (1 - grid[..., 0].abs()) * (lw / 2), (1 - grid[..., 1].abs()) * (lh / 2)
+        )
+        mask = (valid.to(lips.dtype) * (edge / FEATHER_PX).clamp(0, 1).to(lips.dtype))[:, None]
         pasted = F.grid_sample(lips, grid.to(lips.dtype), align_corners=False)
         pasted = pasted * mask + mouth * (1 - mask)
-        if holes is None:
-            holes = torch.zeros_like(mask)
-        return self.blend(pasted * (1 - holes), mask, holes)
+        return (pasted, mask) if with_mask else pasted
+
+    def render_mouth(
+        self,
+        mel_context: Tensor,
+        time: Tensor | None,
+        mouth: Tensor,
+        origin: Tensor,
+        t_co: Tensor,
+        grid_init: Tensor | None = None,
+        valid_init: Tensor | None = None,
+        iterations: int = 4,
+        lips: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Render time: audio (`mel_context` `(B, 2r+1, 80, 16)`) -> canonical lips (the
+        render-time estimator) -> C2O from the learned D_c into background mouth boxes
+        `mouth` `(B, 3, eh, ew)` at `origin` with poses `t_co` -> paste -> Blend-Net.
+        `lips` `(B, 3, lh, lw)` replaces the generated lips (baselines). Returns (mouth boxes
+        in 0..1, the canonical lips)."""
+        if lips is None:
+            lips = self.canonical_lips(self.audio_code(mel_context), time, random=False)
+        grid, valid = self.c2o(t_co, origin, init=grid_init, init_valid=valid_init,
+                               iterations=iterations)  # fmt: skip
+        return self.compose(lips, mouth, grid, valid).clamp(0, 1), lips
 
     def depth_photometric(self, mouth: Tensor, origin: Tensor, t_co: Tensor) -> Tensor:
         """L_d: the static face around the lips, warped from each observed mouth box into the
         canonical view with the learned D_c (O2C), against the canonical frame (L1)."""
+        with torch.autocast(mouth.device.type, enabled=False):  # geometry in float32
+            return self._depth_photometric(mouth.float(), origin, t_co.float())
+
+    def _depth_photometric(self, mouth: Tensor, origin: Tensor, t_co: Tensor) -> Tensor:
         ex, ey, ew, eh = self.ext_box
         centres = gamem.pixel_centres(ex, ey, ew, eh, device=mouth.device).unsqueeze(0)
         pixels, z = gamem.map_pixels(centres, self.depth(), self.k, t_co)

@@ -1,0 +1,61 @@
+rule render:
+    """The held-out test split re-synthesised from its own audio (comparable with ground truth)."""
+    input:
+        model="results/{subject}/train/model.pt",
+        index="results/{subject}/warp/index.json",
+        shards="results/{subject}/warp/shards",
+        frames="results/{subject}/resample/frames.mkv",
+        meta="results/{subject}/resample/meta.json",
+        audio="results/{subject}/resample/audio.wav",
+        source=subject_video,
+        code=module("render") + module("train") + module("models"),
+    output:
+        video="results/{subject}/video.mp4",
+    log:
+        "logs/{subject}/render.log",
+    benchmark:
+        "benchmarks/{subject}/render.tsv"
+    params:
+        cfg=params_json("render"),
+    conda:
+        "../envs/speech2lip.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    shell:
+        "python -m speech2lip render {input.model:q} {input.index:q} {input.frames:q}"
+        " {input.meta:q} {input.audio:q} {output.video:q} --source {input.source:q}"
+        " --params {params.cfg:q} --threads {threads} > {log:q} 2>&1"
+
+
+rule render_driven:
+    """The subject saying a driving audio listed under subjects.<subject>.driving."""
+    input:
+        model="results/{subject}/train/model.pt",
+        index="results/{subject}/warp/index.json",
+        shards="results/{subject}/warp/shards",
+        frames="results/{subject}/resample/frames.mkv",
+        meta="results/{subject}/resample/meta.json",
+        audio="results/{subject}/resample/audio.wav",
+        source=subject_video,
+        driving=driving_audio,
+        code=module("render") + module("train") + module("models"),
+    output:
+        video="results/{subject}/driven/{name}.mp4",
+    log:
+        "logs/{subject}/render_driven_{name}.log",
+    benchmark:
+        "benchmarks/{subject}/render_driven_{name}.tsv"
+    params:
+        cfg=params_json("render"),
+    conda:
+        "../envs/speech2lip.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    shell:
+        "python -m speech2lip render {input.model:q} {input.index:q} {input.frames:q}"
+        " {input.meta:q} {input.audio:q} {output.video:q} --source {input.source:q}"
+        " --driving {input.driving:q} --params {params.cfg:q} --threads {threads} > {log:q} 2>&1"

@@ -1,0 +1,357 @@
+"""Stage `evaluate`: metrics of the rendered videos against ground truth, baselines, report.
+
+On the held-out test split, `results/{subject}/video.mp4` (ours) is measured against the
+subject's own frames, next to the ground truth itself (the reference column: its PSNR and
+LMD are trivially perfect, its CPBD and sync scores are what real footage gets) and two
+baselines the stage renders through the same composition (C2O with the learned depth, paste,
+Blend-Net), so only the lips differ:
+
+- `static_mouth`: the canonical frame's lips for every frame;
+- `nearest_audio`: for each test frame, the lips of the training frame whose mel window is
+  nearest (Euclidean) to its own.
+
+Metrics (`speech2lip.evaluate.metrics`): mouth-box PSNR and SSIM, CPBD, LMD (MediaPipe's lip
+points by default, FAN 48-67 with `landmarks: fan`), LSE-D / LSE-C with syncnet_python's SyncNet
+when `evaluate.syncnet` names its `syncnet_v2.model` (else "not available"), and always a sync
+proxy: the subject's own sync expert's offset and confidence (clearly labelled as such). Driven
+videos get the reference-free metrics. Writes `metrics.json`, `report.html` (self-contained)
+and the baselines' videos.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from speech2lip import __version__
+from speech2lip.atomic import write_json
+from speech2lip.config import EvaluateConfig, RenderConfig
+from speech2lip.errors import Speech2LipError
+
+log = logging.getLogger(__name__)
+
+BETTER = {"psnr_db": "higher", "ssim": "higher", "lmd_px": "lower", "lse_d": "lower",
+          "lse_c": "higher", "sync_proxy_confidence": "higher"}  # fmt: skip
+
+
+def nearest_audio_ids(mel: np.ndarray, test_ids: np.ndarray, train_ids: np.ndarray) -> np.ndarray:
+    """For each test frame, the training frame whose mel window `(80, 16)` is nearest."""
+    train = mel[train_ids].reshape(len(train_ids), -1).astype(np.float64)
+    norms = (train**2).sum(axis=1)
+    out = np.empty(len(test_ids), np.int64)
+    for lo in range(0, len(test_ids), 256):
+        q = mel[test_ids[lo : lo + 256]].reshape(-1, train.shape[1]).astype(np.float64)
+        d = norms[None] - 2 * q @ train.T  # + |q|^2, the same for every candidate
+        out[lo : lo + 256] = train_ids[np.argmin(d, axis=1)]
+    return out
+
+
+def summarise(track, reference, sync: dict | None, lse: dict | None) -> dict:
+    """A method's averages (nan-aware) for the metric table."""
+    from speech2lip.evaluate.measure import lmd
+
+    def mean(values):
+        v = np.asarray(values, np.float64)
+        v = v[np.isfinite(v)]
+        return float(v.mean()) if len(v) else None
+
+    out = {"psnr_db": mean(track.psnr), "ssim": mean(track.ssim), "cpbd": mean(track.cpbd),
+           "lmd_px": lmd(track, reference) if reference is not None else None,
+           "faces_found": int(sum(p is not None for p in track.lips)),
+           "frames": len(track.cpbd)}  # fmt: skip
+    if sync is not None:
+        out.update(sync_proxy_confidence=sync["confidence"], sync_proxy_offset=sync["offset"],
+                   sync_proxy_curve=sync["mean_cos"])  # fmt: skip
+    if lse is not None:
+        out.update(lse_d=lse["lse_d"], lse_c=lse["lse_c"], lse_offset=lse["offset"])
+    return out
+
+
+def verdicts(methods: dict) -> list[str]:
+    """Whether ours beats each baseline on each metric, in words."""
+    ours = methods["speech2lip"]
+    lines = []
+    for base in ("static_mouth", "nearest_audio"):
+        if base not in methods:
+            continue
+        lost = []
+        for key, better in BETTER.items():
+            a, b = ours.get(key), methods[base].get(key)
+            if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)):
+                continue
+            if (a <= b) if better == "higher" else (a >= b):
+                lost.append(key)
+        name = base.replace("_", " ")
+        lines.append(
+            f"speech2lip beats the {name} baseline on every metric"
+            if not lost
+            else f"speech2lip does NOT beat the {name} baseline on: {', '.join(lost)}"
+        )
+    return lines  # fmt: skip
+
+
+class Evaluation:
+    """Inputs shared by the measurements of every method."""
+
+    def __init__(self, model_path, index_path, frames_path, meta_path, cfg, device):
+        from speech2lip.render import FIELDS, Renderer
+        from speech2lip.train import load_model
+        from speech2lip.warp.shards import WarpData
+
+        self.cfg, self.device = cfg, device
+        self.meta = json.loads(Path(meta_path).read_text())
+        self.frames_path = Path(frames_path)
+        self.data = WarpData(index_path, fields=FIELDS + ["mel", "landmarks", "canonical_lips"])
+        self.model = load_model(model_path, device)
+        self.test = self.data.split_ids("test")
+        self.mel = self.data.read_field("mel", np.arange(len(self.data)))
+        ex, ey, ew, eh = self.data.index["extended_box"]
+        self.box = (ew, eh)
+        self.renderer = Renderer(self.model, self.data, RenderConfig(), device)
+
+    def decode(self, video: Path, pasted_back: bool, limit: int):
+        """A rendered video's frames in the resampled geometry."""
+        from speech2lip.media import read_frames
+        from speech2lip.resample import scale_filters
+
+        w, h = self.meta["width"], self.meta["height"]
+        filters = []
+        if pasted_back:
+            crop = self.meta["crop"]
+            filters = scale_filters(tuple(crop["box"]), self.meta["config"].get("size"))
+        return read_frames(video, w, h, filters, limit=limit)
+
+    def ground_truth(self, ids: np.ndarray):
+        from speech2lip.media import read_frames
+
+        w, h = self.meta["width"], self.meta["height"]
+        start = int(ids[0])
+        return read_frames(self.frames_path, w, h, seek=start / 25 if start else None,
+                           limit=len(ids))  # fmt: skip
+
+    def face_boxes(self, background: np.ndarray) -> list:
+        from speech2lip.evaluate.measure import face_crop_box
+
+        points = self.data.read_field("landmarks", background)
+        return [face_crop_box(p, self.meta["width"], self.meta["height"]) for p in points]
+
+    def sync_proxy(self, track, expert, mel: np.ndarray, search: int = 7) -> dict | None:
+        """The own expert's offset curve over the track's windows (mel: per frame)."""
+        import torch
+
+        from speech2lip.sync_expert import offset_curve
+
+        if expert is None or len(track.sync_crops) < 6:
+            return None
+        crops = torch.stack(track.sync_crops)
+        starts = np.arange(len(crops) - 4)
+        curve = offset_curve(expert, crops, torch.from_numpy(np.ascontiguousarray(mel)),
+                             starts, search)  # fmt: skip
+        return {"offset": int(np.argmax(curve)) - search,
+                "confidence": float(curve.max() - np.median(curve)),
+                "mean_cos": [round(float(c), 5) for c in curve]}  # fmt: skip
+
+
+def load_expert(expert_dir):
+    """The own sync expert, when the sync_expert stage found it usable (else None, why)."""
+    import torch
+
+    from speech2lip.models.syncnet import load_sync_expert
+
+    path = Path(expert_dir) / "expert.pt"
+    if not path.is_file():
+        return None, f"no sync expert at {path}"
+    meta = torch.load(path, map_location="cpu", weights_only=True).get("speech2lip", {})
+    if not meta.get("usable"):
+        return None, "the subject's sync expert failed its ground-truth check (sync_expert.json)"
+    return load_sync_expert(path), "ok"
+
+
+def run(
+    model_path,
+    index_path,
+    frames_path,
+    meta_path,
+    audio_path,
+    video_path,
+    train_dir,
+    expert_dir,
+    out_dir,
+    cfg: EvaluateConfig,
+    driven: list[str] | tuple = (),
+    source: str | None = None,
+    threads: int = 1,
+    device: str = "auto",
+) -> dict:
+    """Measure ours, the ground truth and the baselines on the test split (and the driven
+    videos); write `metrics.json` and `report.html` into `out_dir`."""
+    import soundfile as sf
+    import torch
+
+    from speech2lip.evaluate import report
+    from speech2lip.evaluate.measure import measure
+    from speech2lip.render import stream_video
+    from speech2lip.render.frames import pingpong
+    from speech2lip.train import pick_device
+
+    t0 = time.monotonic()
+    torch.set_num_threads(max(1, threads))
+    dev = pick_device(device)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ev = Evaluation(model_path, index_path, frames_path, meta_path, cfg, dev)
+    video_path = Path(video_path)
+    if not video_path.is_file():
+        raise Speech2LipError(f"{video_path} not found: run the render stage first")
+    stats_path = video_path.with_suffix(".json")
+    render_stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
+    render_cfg = RenderConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                 for k, v in render_stats.get("config", {}).items()})  # fmt: skip
+    pasted = bool(render_stats.get("pasted_back", False))
+    ev.renderer.cfg = render_cfg
+    test = ev.test
+    origins = ev.data.read_field("mouth_origin", test)
+    face_boxes = ev.face_boxes(test) if cfg.syncnet else None
+    expert, expert_state = load_expert(expert_dir)
+    syncnet = None
+    if cfg.syncnet:
+        from speech2lip.evaluate.syncnet_v2 import load_syncnet_v2
+
+        syncnet = load_syncnet_v2(cfg.syncnet).to(dev)
+    wav, _ = sf.read(audio_path, dtype="float32")
+    test_wav = wav[test[0] * 640 : (test[-1] + 1) * 640]
+    test_mel = ev.mel[test]
+
+    def lse_of(track, audio):
+        if syncnet is None:
+            return None
+        from speech2lip.evaluate.metrics import distance_curve, lse
+        from speech2lip.evaluate.syncnet_v2 import syncnet_features
+
+        v, a = syncnet_features(syncnet, np.stack(track.face_crops), audio)
+        return lse(distance_curve(v, a))
+
+    # Baselines: the same composition with other lips.
+    videos = {"speech2lip": video_path}
+    if cfg.baselines:
+        index = np.array([int(ev.data.canonical["canonical_index"])])
+        canon = ev.data.read_field("canonical_lips", index)
+        static = torch.from_numpy(canon[0]).permute(2, 0, 1).float() / 255
+        nearest = nearest_audio_ids(ev.mel, test, ev.data.split_ids("train"))
+        near_lips = ev.data.read_field("canonical_lips", nearest)
+
+        def static_lips(out_ids, bg):
+            return static[None].expand(len(out_ids), -1, -1, -1).to(dev)
+
+        def nearest_lips(out_ids, bg):
+            return torch.from_numpy(near_lips[out_ids]).permute(0, 3, 1, 2).float().to(dev) / 255
+
+        for name, lips_for in (("static_mouth", static_lips), ("nearest_audio", nearest_lips)):
+            path = out_dir / f"{name}.mp4"
+            log.info("evaluate: rendering the %s baseline", name)
+            stream_video(ev.renderer, test_mel, test, test_wav, path, ev.frames_path, ev.meta,
+                         source, lips_for=lips_for, desc=name)  # fmt: skip
+            videos[name] = path
+
+    log.info("evaluate: measuring the ground truth")
+    gt = measure("ground_truth", ev.ground_truth(test), origins, ev.box, None, face_boxes,
+                 cfg.landmarks, cfg.cpbd_edges)  # fmt: skip
+    tracks = {"ground_truth": gt}
+    methods = {"ground_truth": summarise(gt, None, ev.sync_proxy(gt, expert, ev.mel[test[0]:]),
+                                         lse_of(gt, test_wav))}  # fmt: skip
+    methods["ground_truth"].update(psnr_db=None, ssim=None, lmd_px=0.0)
+    for name, path in videos.items():
+        log.info("evaluate: measuring %s", name)
+        track = measure(name, ev.decode(path, pasted, len(test)), origins, ev.box,
+                        ev.ground_truth(test), face_boxes, cfg.landmarks,
+                        cfg.cpbd_edges)  # fmt: skip
+        tracks[name] = track
+        methods[name] = summarise(track, gt, ev.sync_proxy(track, expert, ev.mel[test[0]:]),
+                                  lse_of(track, test_wav))  # fmt: skip
+
+    driven_rows = {}
+    for path in driven:
+        path = Path(path)
+        from speech2lip.media import probe, read_audio
+
+        info = probe(path)
+        n = int(round(info.duration * 25))
+        stats = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(
+            ".json").is_file() else {}  # fmt: skip
+        bg = pingpong(n, len(ev.data), int(stats.get("start_frame", 0)))
+        audio = read_audio(path, 16000)[: n * 640]
+        audio = np.pad(audio, (0, n * 640 - len(audio)))
+        from speech2lip.warp.audio import frame_mel_windows
+
+        mel = frame_mel_windows(audio, n)
+        track = measure(path.stem, ev.decode(path, bool(stats.get("pasted_back")), n),
+                        ev.data.read_field("mouth_origin", bg), ev.box, None,
+                        ev.face_boxes(bg) if syncnet else None, cfg.landmarks,
+                        cfg.cpbd_edges)  # fmt: skip
+        row = summarise(track, None, ev.sync_proxy(track, expert, mel), lse_of(track, audio))
+        driven_rows[path.stem] = row
+
+    sync_note = ("LSE-D / LSE-C: syncnet_python's SyncNet (" + cfg.syncnet + "), 5-frame "
+                 "windows, offsets ±15; face crops from the ground truth's landmarks standing in "
+                 "for its S3FD boxes") if syncnet else (
+        "LSE-D / LSE-C: not available (no syncnet_v2.model: set evaluate.syncnet in "
+        "config.yaml to syncnet_python's syncnet_v2.model)")  # fmt: skip
+    proxy_note = ("sync proxy: the subject's OWN sync expert (trained on its train split, not "
+                  "SyncNet): confidence = its offset curve's peak over median, offset in frames; "
+                  "a proxy, not comparable with published LSE numbers") if expert is not None else (
+        f"sync proxy: not available ({expert_state})")  # fmt: skip
+    summary = {
+        "subject": Path(out_dir).parent.name, "version": __version__,
+        "test_frames": len(test), "mouth_box": list(ev.box), "methods": methods,
+        "verdicts": verdicts(methods) if cfg.baselines else [], "driven": driven_rows,
+        "sync_note": sync_note, "proxy_note": proxy_note,
+        "landmarks_note": f"LMD: {cfg.landmarks} mouth landmarks of each frame vs the ground "
+                          "truth's, each set mean-centred; pixels of the resampled frame",
+        "rendered_pasted_back": pasted, "seconds": None,
+    }  # fmt: skip
+    for line in summary["verdicts"]:
+        (log.info if line.startswith("speech2lip beats") else log.warning)("evaluate: %s", line)
+
+    pictures = {
+        "opening": report.time_plot({k: t.opening for k, t in tracks.items()}, "px",
+                                    "inner-lip opening (landmarks)"),
+        "psnr": report.time_plot({k: t.psnr for k, t in tracks.items() if t.psnr}, "dB",
+                                 "mouth-box PSNR against the ground truth"),
+    }  # fmt: skip
+    curves = {k: m["sync_proxy_curve"] for k, m in methods.items() if "sync_proxy_curve" in m}
+    if curves:
+        pictures["offsets"] = report.curve_plot(curves, 7)
+    pictures["strip"] = report.encode_png(strip_rows(ev, tracks, videos, pasted, cfg))
+    loss = Path(train_dir) / "loss_curve.png"
+    if loss.is_file():
+        pictures["loss"] = loss.read_bytes()
+    summary["seconds"] = time.monotonic() - t0
+    write_json(out_dir / "metrics.json", summary)
+    report.write_html(out_dir / "report.html", summary, pictures)
+    log.info("evaluate: %s in %.1f s", out_dir / "report.html", summary["seconds"])
+    return summary
+
+
+def strip_rows(ev: Evaluation, tracks: dict, videos: dict, pasted: bool, cfg) -> np.ndarray:
+    """Mouth boxes of `cfg.strip_frames` test frames: ground truth | ours | baselines."""
+    from speech2lip.evaluate.report import strip
+
+    test = ev.test
+    pick = np.unique(np.linspace(0, len(test) - 1, cfg.strip_frames).round().astype(int))
+    origins = ev.data.read_field("mouth_origin", test)
+    ew, eh = ev.box
+    columns = {"ground_truth": ev.ground_truth(test)}
+    columns.update({k: ev.decode(v, pasted, len(test)) for k, v in videos.items()})
+    tiles = {k: [] for k in columns}
+    for k, frames in columns.items():
+        for i, frame in enumerate(frames):
+            if i in pick:
+                x, y = origins[i]
+                tiles[k].append(frame[y : y + eh, x : x + ew].copy())
+    rows = [[tiles[k][r] for k in columns] for r in range(len(pick))]
+    return strip(rows, list(columns))

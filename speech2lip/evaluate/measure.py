@@ -1,0 +1,165 @@
+"""Per-frame measurements of one video against the ground truth, in one streaming pass.
+
+A "method" is a video of the test split (ours, a baseline, or the ground truth itself) or of a
+driving audio (no ground truth). Its frames are decoded in the resampled geometry (a video
+pasted back into the source is cropped and scaled exactly as `resample` did), and for each frame
+the observed mouth box (the `warp` stage's box of the background frame) is measured:
+
+- against the ground truth's mouth box: PSNR and SSIM (`metrics`);
+- alone: CPBD sharpness (greyscale mouth box; needs 64x64 px), mouth landmarks (MediaPipe's 40
+  lip points, or FAN's 48-67) and the inner-lip opening;
+- and kept, small, for the sync scores of the whole sequence: the mouth box at the sync
+  expert's 48x96, and the 224x224 face crop syncnet_python's SyncNet takes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from speech2lip.evaluate import metrics
+
+log = logging.getLogger(__name__)
+
+MP_INNER = (13, 14)  # MediaPipe: inner upper / lower lip, centre
+FAN_INNER = (62, 66)
+
+
+@dataclass
+class Track:
+    """What one pass measures, per frame (arrays of length n)."""
+
+    name: str
+    psnr: list = field(default_factory=list)
+    ssim: list = field(default_factory=list)
+    cpbd: list = field(default_factory=list)
+    lips: list = field(default_factory=list)  # (K, 2) or None
+    opening: list = field(default_factory=list)  # px, nan without a face
+    sync_crops: list = field(default_factory=list)  # (3, 48, 96) float16
+    face_crops: list = field(default_factory=list)  # (224, 224, 3) uint8
+
+
+def face_crop_box(points: np.ndarray, width: int, height: int) -> tuple[float, float, float]:
+    """syncnet_python's face crop (centre x, centre y, half side) from a face's landmarks
+    `(P, 2)`, standing in for its S3FD box: half side bs = max(w, h) / 2 of the box, the crop
+    spans (1 + 0.4) bs each side horizontally and from -bs to +(1 + 0.8) bs vertically."""
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    bs = float(max(hi - lo)) / 2
+    mx, my = (lo + hi) / 2
+    cs = 0.4
+    return float(mx), float(my + bs * cs), bs * (1 + cs)
+
+
+def face_crop(frame: np.ndarray, box: tuple[float, float, float]) -> np.ndarray:
+    """The 224x224 crop of `box` (from `face_crop_box`), the frame padded with grey (110) as
+    syncnet_python pads it."""
+    cx, cy, half = box
+    m = np.array([[224 / (2 * half), 0, 112 - cx * 224 / (2 * half)],
+                  [0, 224 / (2 * half), 112 - cy * 224 / (2 * half)]])  # fmt: skip
+    return cv2.warpAffine(frame, m, (224, 224), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=(110, 110, 110))  # fmt: skip
+
+
+class Landmarker:
+    """Mouth landmarks frame by frame: MediaPipe Face Mesh (video mode) or FAN."""
+
+    def __init__(self, backend: str = "mediapipe") -> None:
+        self.backend = backend
+        if backend == "mediapipe":
+            import mediapipe as mp
+
+            self.mesh = mp.solutions.face_mesh.FaceMesh(
+                static_image_mode=False, max_num_faces=1, refine_landmarks=True,
+                min_detection_confidence=0.5, min_tracking_confidence=0.5,
+            )  # fmt: skip
+            self.index, self.inner = list(metrics.MEDIAPIPE_LIPS), MP_INNER
+        else:
+            from speech2lip.fan import load
+
+            self.fan = load("2D", "cpu")
+            self.index, self.inner = metrics.FAN_MOUTH, FAN_INNER
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray | None:
+        """All points `(P, 2)` in pixels, or None without a face."""
+        h, w = frame.shape[:2]
+        if self.backend == "mediapipe":
+            faces = self.mesh.process(frame).multi_face_landmarks or []
+            if not faces:
+                return None
+            return np.array([[p.x * w, p.y * h] for p in faces[0].landmark], np.float32)
+        from speech2lip.landmarks import largest
+
+        found = self.fan.get_landmarks_from_image(np.ascontiguousarray(frame))
+        return None if not found else np.asarray(largest(found)[:, :2], np.float32)
+
+    def close(self) -> None:
+        if self.backend == "mediapipe":
+            self.mesh.close()
+
+
+def measure(
+    name: str,
+    frames: Iterable[np.ndarray],
+    origins: np.ndarray,
+    box_size: tuple[int, int],
+    ground_truth: Iterator[np.ndarray] | None,
+    face_boxes: list | None,
+    landmarks: str = "mediapipe",
+    cpbd_edges: str = "python-cpbd",
+) -> Track:
+    """One pass over a method's frames `(H, W, 3)` with the mouth boxes at `origins` `(n, 2)` of
+    `box_size` (w, h), against `ground_truth` frames (None: no reference), keeping SyncNet face
+    crops at `face_boxes` (None: skip)."""
+    import torch
+
+    from speech2lip.sync_expert import resize_crops
+
+    ew, eh = box_size
+    track = Track(name)
+    marker = Landmarker(landmarks)
+    try:
+        for i, frame in enumerate(frames):
+            if i >= len(origins):
+                break
+            x, y = (int(v) for v in origins[i])
+            box = frame[y : y + eh, x : x + ew]
+            if ground_truth is not None:
+                gt = next(ground_truth)[y : y + eh, x : x + ew]
+                track.psnr.append(metrics.psnr(box, gt))
+                track.ssim.append(metrics.ssim(box, gt))
+            grey = cv2.cvtColor(box, cv2.COLOR_RGB2GRAY)
+            track.cpbd.append(metrics.cpbd(grey, cpbd_edges) if min(grey.shape) >= 64
+                              else float("nan"))  # fmt: skip
+            points = marker(frame)
+            if points is None:
+                track.lips.append(None)
+                track.opening.append(float("nan"))
+            else:
+                track.lips.append(points[marker.index])
+                a, b = marker.inner
+                track.opening.append(float(np.linalg.norm(points[a] - points[b])))
+            t = torch.from_numpy(np.ascontiguousarray(box)).permute(2, 0, 1)[None] / 255
+            track.sync_crops.append(resize_crops(t)[0])
+            if face_boxes is not None:
+                track.face_crops.append(face_crop(frame, face_boxes[i]))
+    finally:
+        marker.close()
+    if len(track.cpbd) < len(origins):
+        log.warning("evaluate: %s has %d frames, expected %d", name, len(track.cpbd),
+                    len(origins))  # fmt: skip
+    return track
+
+
+def lmd(track: Track, reference: Track) -> float:
+    """Mouth landmark distance of `track` against `reference`, over the frames where both
+    found a face (nan when none)."""
+    pairs = [(a, b) for a, b in zip(track.lips, reference.lips, strict=False)
+             if a is not None and b is not None]  # fmt: skip
+    if not pairs:
+        return float("nan")
+    pred, gt = (np.stack(x) for x in zip(*pairs, strict=True))
+    return metrics.mouth_landmark_distance(pred, gt)

@@ -1,0 +1,156 @@
+"""The evaluation report: plots (matplotlib), frame strips and one self-contained HTML page
+(pictures embedded), next to `metrics.json`."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+import numpy as np
+
+from speech2lip.atomic import atomic_path
+
+COLUMNS = [  # key, header, format, better
+    ("psnr_db", "mouth PSNR (dB)", "{:.2f}", "higher"),
+    ("ssim", "mouth SSIM", "{:.3f}", "higher"),
+    ("cpbd", "mouth CPBD", "{:.3f}", "higher"),
+    ("lmd_px", "LMD (px)", "{:.2f}", "lower"),
+    ("lse_d", "LSE-D", "{:.2f}", "lower"),
+    ("lse_c", "LSE-C", "{:.2f}", "higher"),
+    ("sync_proxy_confidence", "sync proxy conf.", "{:.3f}", "higher"),
+    ("sync_proxy_offset", "sync proxy offset", "{:+d}", "0"),
+]
+LABELS = {"ground_truth": "ground truth", "speech2lip": "speech2lip (ours)",
+          "static_mouth": "static mouth", "nearest_audio": "nearest audio"}  # fmt: skip
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def time_plot(series: dict[str, np.ndarray], ylabel: str, title: str) -> bytes:
+    """Per-frame curves (frame index on x, at 25 fps)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 3.2))
+    for name, values in series.items():
+        style = {"color": "black", "linewidth": 2} if name == "ground_truth" else {}
+        ax.plot(np.arange(len(values)) / 25, values, label=LABELS.get(name, name), **style)
+    ax.set_xlabel("seconds into the test split")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8, ncol=4)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def curve_plot(curves: dict[str, list[float]], search: int) -> bytes:
+    """The sync expert's offset curves (mean cosine over audio shifts) per method."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for name, values in curves.items():
+        ax.plot(range(-search, search + 1), values, "o-", label=LABELS.get(name, name))
+    ax.axvline(0, color="grey", linestyle="--")
+    ax.set_xlabel("audio shift (frames)")
+    ax.set_ylabel("mean cosine")
+    ax.set_title("sync proxy: the subject's own sync expert", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def strip(rows: list[list[np.ndarray]], names: list[str]) -> np.ndarray:
+    """A grid of equally sized RGB tiles (rows x methods) with 4 px gutters."""
+    h, w = rows[0][0].shape[:2]
+    gap = 4
+    out = np.full((len(rows) * (h + gap), len(names) * (w + gap), 3), 255, np.uint8)
+    for r, tiles in enumerate(rows):
+        for c, tile in enumerate(tiles):
+            out[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = tile
+    return out
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def _img(data: bytes, alt: str) -> str:
+    b64 = base64.b64encode(data).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
+
+
+def _cell(value, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "<td class=na>n/a</td>"
+    return f"<td>{fmt.format(value)}</td>"
+
+
+def table(methods: dict[str, dict]) -> str:
+    head = "".join(f"<th>{html.escape(h)}<br><small>{b}</small></th>" for _, h, _, b in COLUMNS)
+    body = []
+    for name, m in methods.items():
+        cells = "".join(_cell(m.get(k), fmt) for k, _, fmt, _ in COLUMNS)
+        cls = ' class="ours"' if name == "speech2lip" else ""
+        body.append(f"<tr{cls}><th>{html.escape(LABELS.get(name, name))}</th>{cells}</tr>")
+    return f"<table><tr><th>method</th>{head}</tr>{''.join(body)}</table>"
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;
+padding:4px 8px;text-align:right}th small{font-weight:normal;color:#777}tr.ours{background:#eef6ff}
+td.na{color:#999}.warn{background:#fff3cd;border:1px solid #e0c36a;padding:8px 12px;margin:8px 0}
+.ok{background:#e8f5e9;border:1px solid #8bc34a;padding:8px 12px;margin:8px 0}img{max-width:100%}
+code{background:#f4f4f4;padding:1px 4px}"""
+
+
+def write_html(path: Path, summary: dict, pictures: dict[str, bytes]) -> None:
+    """`report.html`: the metric table, verdicts, plots, strips and the loss curves."""
+    subject = html.escape(summary["subject"])
+    parts = [f"<!doctype html><html><head><meta charset=utf-8><title>speech2lip: {subject}"
+             f"</title><style>{CSS}</style></head><body>",
+             f"<h1>speech2lip evaluation: <code>{subject}</code></h1>",
+             f"<p>Held-out test split: {summary['test_frames']} frames "
+             f"({summary['test_frames'] / 25:.1f} s), each re-synthesised from its own audio "
+             "over its own background frame; metrics on the observed mouth box "
+             "({}x{} px) of each frame.</p>".format(*summary["mouth_box"])]  # fmt: skip
+    for line in summary["verdicts"]:
+        cls = "ok" if line.startswith("speech2lip beats") else "warn"
+        parts.append(f"<div class={cls}>{html.escape(line)}</div>")
+    parts.append(table(summary["methods"]))
+    notes = [summary["sync_note"], summary["proxy_note"], summary["landmarks_note"],
+             "CPBD: sharpness of the greyscale mouth box (Narvekar & Karam 2011), higher is "
+             "sharper; the ground truth's value is the reference."]  # fmt: skip
+    parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
+    for key, title in (("opening", "Mouth opening over time"), ("psnr", "PSNR over time"),
+                       ("offsets", "Audio/video offset curves"),
+                       ("strip", "Frames: ground truth | ours | baselines (mouth boxes)"),
+                       ("loss", "Training losses and held-out PSNR")):  # fmt: skip
+        if key in pictures:
+            parts.append(f"<h2>{title}</h2>{_img(pictures[key], title)}")
+    if summary.get("driven"):
+        parts.append("<h2>Driven by other audio (no ground truth)</h2>")
+        parts.append(table({k: v for k, v in summary["driven"].items()}))
+    parts.append(f"<p><small>speech2lip {html.escape(summary['version'])}; "
+                 f"metrics.json holds every number.</small></p></body></html>")  # fmt: skip
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(parts))

@@ -1,0 +1,259 @@
+"""Stage `render`: the trained model's frames, streamed into ffmpeg with the audio muxed in.
+
+Per output frame j with background frame b(j) of the subject's video: the audio code of the
+mel windows around j -> canonical lips (the render-time estimator) -> C2O with the learned
+canonical depth into b's mouth box -> paste -> Blend-Net -> the mouth box replaces those pixels
+of frame b (nothing else changes) -> (optionally) paste back into the original uncropped frame
+-> ffmpeg (H.264, yuv420p, `crf`), the audio muxed in.
+
+- `results/{subject}/video.mp4`: the held-out test split re-synthesised from its own audio,
+  over its own frames: comparable with the ground truth frame by frame.
+- `results/{subject}/driven/{name}.mp4`: any driving audio (any format ffmpeg reads, any
+  sample rate; resampled to 16 kHz mono). Background frames play the subject's video from
+  `start_frame`, forwards and backwards (ping-pong) when the audio is longer.
+- Pose control (`pose_offset`, `pose_sweep`, `pose_file`): each background frame's head is
+  re-posed by warping with the learned canonical depth (see `speech2lip.render.pose`).
+
+Frames are rendered `batch_frames` at a time and written as they come: memory stays bounded
+whatever the audio's length (decoders hold a few frames; nothing holds the video).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from tqdm import tqdm
+
+from speech2lip.atomic import atomic_path
+from speech2lip.config import RenderConfig
+from speech2lip.errors import Speech2LipError
+from speech2lip.render.frames import FrameSource, SourceFrames, paste_back, pingpong
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+SAMPLES_PER_FRAME = 640
+FIELDS = ["mouth", "mouth_origin", "relative_pose", "c2o_grid", "c2o_mask"]
+MIN_RMS = 1e-4  # -80 dBFS: quieter than this is silence
+
+
+# ----------------------------------------------------------------------------- pure functions
+def check_driving_audio(wav: np.ndarray, path) -> np.ndarray:
+    """Driving audio (16 kHz mono float) padded with silence to whole 25 fps frames; a clear
+    error for audio that is too short or silent."""
+    if len(wav) < 5 * SAMPLES_PER_FRAME:
+        raise Speech2LipError(
+            f"driving audio {path}: {len(wav) / SAMPLE_RATE:.2f} s of audio, less than the "
+            "0.2 s of one mel window; give a longer recording"
+        )
+    if float(np.sqrt(np.mean(np.square(wav, dtype=np.float64)))) < MIN_RMS:
+        raise Speech2LipError(f"driving audio {path} is silent (below -80 dBFS); check the file")
+    n = -(-len(wav) // SAMPLES_PER_FRAME)
+    return np.pad(wav, (0, n * SAMPLES_PER_FRAME - len(wav))).astype(np.float32)
+
+
+def load_driving_audio(path) -> np.ndarray:
+    """Decode any audio (or video) file's first audio stream to 16 kHz mono, checked."""
+    from speech2lip.media import probe, read_audio
+
+    path = Path(path)
+    if not path.is_file():
+        raise Speech2LipError(f"driving audio {path} not found; fix subjects.<name>.driving")
+    info = probe(path)
+    if info.audio_codec is None:
+        raise Speech2LipError(f"driving audio {path} has no audio stream")
+    return check_driving_audio(read_audio(path, SAMPLE_RATE), path)
+
+
+def mel_contexts(mel: np.ndarray, radius: int) -> np.ndarray:
+    """The lip model's audio input for every output frame: `(n, 2r+1, 80, 16)` mel windows
+    around it (the training loop's `AUDIO_OFFSET` centring)."""
+    from speech2lip.train.loop import AUDIO_OFFSET
+    from speech2lip.warp.audio import context_indices
+
+    return mel[context_indices(np.arange(len(mel)) + AUDIO_OFFSET, radius, len(mel))]
+
+
+# ----------------------------------------------------------------------------- rendering
+class Renderer:
+    """Mouth boxes for batches of (output frame, background frame) pairs, on `device`."""
+
+    def __init__(self, model, data, cfg: RenderConfig, device: str) -> None:
+        self.model, self.data, self.cfg, self.device = model, data, cfg, device
+        self.n_frames = len(data)
+
+    def mouths(self, mel_ctx: np.ndarray, background: np.ndarray, lips=None):
+        """`mel_ctx` `(B, 2r+1, 80, 16)`, background ids `(B,)` -> (mouth boxes `(B, eh, ew,
+        3)` uint8, origins `(B, 2)`, the background fields). `lips` `(B, 3, lh, lw)` in 0..1
+        replaces the generated lips (the baselines)."""
+        import torch
+
+        from speech2lip.train.loop import to_device
+
+        arrays = self.data.read(background)
+        b = to_device({k: arrays[k] for k in FIELDS}, self.device)
+        mel = torch.as_tensor(mel_ctx, device=self.device)
+        t = torch.as_tensor(background / self.n_frames, dtype=torch.float32, device=self.device)
+        if lips is not None:
+            lips = torch.as_tensor(lips, device=self.device)
+        with torch.no_grad():
+            out, _ = self.model.render_mouth(mel, t, b["mouth"], b["mouth_origin"],
+                                             b["relative_pose"], b["c2o_grid"], b["c2o_mask"],
+                                             self.cfg.c2o_iterations, lips)  # fmt: skip
+        img = (out * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        return img, arrays["mouth_origin"], arrays
+
+
+def paste(frame: np.ndarray, mouth: np.ndarray, origin) -> np.ndarray:
+    """`frame` with `mouth` `(eh, ew, 3)` written at `origin` (x, y) (a copy)."""
+    out = frame.copy()
+    x, y = int(origin[0]), int(origin[1])
+    out[y : y + mouth.shape[0], x : x + mouth.shape[1]] = mouth
+    return out
+
+
+def stream_video(
+    renderer: Renderer,
+    mel: np.ndarray,
+    background: np.ndarray,
+    wav: np.ndarray,
+    out_path: Path,
+    frames_path: Path,
+    meta: dict,
+    source_video: str | None,
+    pose=None,
+    lips_for=None,
+    desc: str = "render",
+) -> dict:
+    """Render output frames (mel windows `mel` `(n, 80, 16)`, backgrounds `(n,)`), stream them
+    into ffmpeg with `wav` (16 kHz mono, n * 640 samples) muxed, write `out_path` atomically.
+    `pose`: a `speech2lip.render.pose.PoseControl` or None. `lips_for(out_ids, bg_ids)`: the
+    lips to paste instead of the model's (baselines)."""
+    from speech2lip.media import FrameWriter
+
+    cfg = renderer.cfg
+    n = len(background)
+    width, height = meta["width"], meta["height"]
+    radius = renderer.model.sizes.audio_radius
+    ctx = mel_contexts(mel, radius)
+    frame_bytes = width * height * 3
+    frames = FrameSource(frames_path, width, height, meta["n_frames"],
+                         chunk=max(4, min(32, (64 << 20) // frame_bytes)))  # fmt: skip
+    crop = meta["crop"]
+    to_source = cfg.output_size == "source" and source_video is not None and (
+        tuple(crop["box"]) != (0, 0, *crop["source_size"]) or crop["scale"] != 1)  # fmt: skip
+    source = None
+    if to_source:
+        source = SourceFrames(
+            source_video, meta, FrameSource(frames_path, width, height, meta["n_frames"], chunk=8)
+        )
+        width, height = crop["source_size"]
+    width, height = width - width % 2, height - height % 2  # H.264 4:2:0 needs even sizes
+    t0 = time.monotonic()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".render-") as scratch, \
+            atomic_path(out_path) as tmp:  # fmt: skip
+        wav_tmp = Path(scratch) / "audio.wav"
+        sf.write(wav_tmp, wav, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+        with FrameWriter(tmp, width, height, 25, "h264", cfg.crf, audio=wav_tmp,
+                         preset=cfg.encoder_preset) as writer:  # fmt: skip
+            bar = tqdm(total=n, desc=desc, unit="frame", disable=None)
+            for lo in range(0, n, cfg.batch_frames):
+                out_ids = np.arange(lo, min(n, lo + cfg.batch_frames))
+                bg = background[out_ids]
+                lips = lips_for(out_ids, bg) if lips_for is not None else None
+                if pose is not None and pose.active(out_ids):
+                    boxes = pose.render(renderer, ctx[out_ids], bg, out_ids, frames, lips)
+                else:
+                    mouths, origins, _ = renderer.mouths(ctx[out_ids], bg, lips)
+                    boxes = [(m, o) for m, o in zip(mouths, origins, strict=True)]
+                for (patch, origin), b in zip(boxes, bg, strict=True):
+                    if source is not None:
+                        img = paste_back(source[b].copy(), patch, origin, crop)
+                    else:
+                        img = paste(frames[b], patch, origin)
+                    writer.write(img[:height, :width])
+                bar.update(len(out_ids))
+                if lo // cfg.batch_frames % 25 == 0:
+                    log.info("%s: %d/%d frames", desc, lo + len(out_ids), n)
+            bar.close()
+    seconds = time.monotonic() - t0
+    stats = {"frames": n, "seconds": seconds, "frames_per_second": n / max(seconds, 1e-9),
+             "width": width, "height": height, "pasted_back": to_source}  # fmt: skip
+    if source is not None and source.worst > 0:
+        log.warning("%s: a source frame could not be aligned exactly with frames.mkv (mean "
+                    "difference %.2f grey levels)", desc, source.worst)  # fmt: skip
+    return stats
+
+
+def run(
+    model_path,
+    index_path,
+    frames_path,
+    meta_path,
+    audio_path,
+    out_path,
+    cfg: RenderConfig,
+    driving: str | None = None,
+    source: str | None = None,
+    threads: int = 1,
+    device: str = "auto",
+) -> dict:
+    """Render `out_path`: the test split with its own audio (`audio_path`, the resample
+    stage's audio.wav), or `driving` audio over ping-pong backgrounds. `source`: the original
+    video, for `output_size: source`. Writes `out_path` and `<out_path stem>.json` (figures)."""
+    import torch
+
+    from speech2lip.render.pose import PoseControl, pose_schedule
+    from speech2lip.train import load_model, pick_device
+    from speech2lip.warp.audio import frame_mel_windows
+    from speech2lip.warp.shards import WarpData
+
+    torch.set_num_threads(max(1, threads))
+    dev = pick_device(device)
+    out_path = Path(out_path)
+    meta = json.loads(Path(meta_path).read_text())
+    model = load_model(model_path, dev)
+    data = WarpData(index_path, fields=FIELDS + ["mel"])
+    if len(data) != meta["n_frames"]:
+        raise Speech2LipError(
+            f"{index_path} has {len(data)} frames, {meta_path} {meta['n_frames']}: re-run warp"
+        )
+    if driving is None:
+        ids = data.split_ids("test")
+        if len(ids) == 0:
+            raise Speech2LipError(f"{index_path}: the test split is empty")
+        wav, _ = sf.read(audio_path, dtype="float32")
+        wav = wav[ids[0] * SAMPLES_PER_FRAME : (ids[-1] + 1) * SAMPLES_PER_FRAME]
+        mel, background, what = data.read_field("mel", ids), ids, "the test split"
+    else:
+        wav = load_driving_audio(driving)
+        mel = frame_mel_windows(wav, len(wav) // SAMPLES_PER_FRAME)
+        background = pingpong(len(mel), len(data), cfg.start_frame)
+        what = f"driving audio {driving}"
+    log.info("render: %s, %d frames (%.1f s) on %s", what, len(mel), len(mel) / 25, dev)
+    offsets = pose_schedule(len(mel), cfg)
+    pose = None
+    if np.abs(offsets).max() > 0:
+        pose = PoseControl(model, offsets, data.canonical["canonical_pose"])
+    renderer = Renderer(model, data, cfg, dev)
+    stats = stream_video(renderer, mel, background, wav, out_path, Path(frames_path), meta,
+                         source, pose)  # fmt: skip
+    stats.update({"audio": str(driving) if driving else "test split", "device": dev,
+                  "config": dataclasses.asdict(cfg), "start_frame": cfg.start_frame,
+                  "pose_control": pose is not None,
+                  "background": "test split frames" if driving is None else
+                  f"ping-pong from frame {cfg.start_frame}"})  # fmt: skip
+    from speech2lip.atomic import write_json
+
+    write_json(out_path.with_suffix(".json"), stats)
+    log.info("render: %d frames in %.1f s (%.1f frames/s) -> %s", stats["frames"],
+             stats["seconds"], stats["frames_per_second"], out_path)  # fmt: skip
+    return stats

@@ -1,0 +1,114 @@
+"""Held-out evaluation during and after training: canonical-lips and mouth-box PSNR, the
+audio-blind baselines (static mouth, mean mouth), and the sync expert's view of generated
+5-frame windows (offset curve and confidence, as the `sync_expert` stage checks ground truth).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from speech2lip.sync_expert import offset_curve, resize_crops, window_starts
+from speech2lip.train.loop import to_tensors
+from speech2lip.train.model import Speech2Lip
+from speech2lip.warp.shards import WarpData
+
+
+def _psnr(err: float, count: float) -> float:
+    return 10 * math.log10(1.0 / max(err / max(count, 1), 1e-12))
+
+
+def generate(
+    model: Speech2Lip,
+    data: WarpData,
+    ids: np.ndarray,
+    radius: int,
+    device,
+    iterations: int = 4,
+    batch: int = 16,
+) -> Iterator[tuple[np.ndarray, dict, torch.Tensor, torch.Tensor]]:
+    """Render frames `ids` from their own audio over their own background: yields (ids, the
+    batch's tensors, canonical lips `(b, 3, lh, lw)`, composed mouth boxes `(b, 3, eh, ew)`),
+    in chunks of `batch`, with the render-time estimator and C2O from the learned D_c."""
+    with torch.no_grad():
+        for start in range(0, len(ids), batch):
+            part = ids[start : start + batch]
+            b = to_tensors(data, part, radius, device)
+            composed, lips = model.render_mouth(
+                b["mel_context"], b["time"], b["mouth"], b["mouth_origin"], b["relative_pose"],
+                b["c2o_grid"], b["c2o_mask"], iterations,
+            )  # fmt: skip
+            yield part, b, lips, composed
+
+
+def heldout_scores(
+    model: Speech2Lip,
+    data: WarpData,
+    ids: np.ndarray,
+    radius: int,
+    device,
+    expert=None,
+    search: int = 7,
+) -> dict:
+    """PSNR (dB) of the canonical lips (inside their masks) and of the composed mouth boxes
+    on frames `ids`; with the sync `expert`, its offset curve over the generated windows that
+    lie wholly inside `ids`, the best offset and the confidence (peak over median)."""
+    lips_err = lips_count = mouth_err = mouth_count = 0.0
+    crops = []
+    for _, b, lips, composed in generate(model, data, ids, radius, device):
+        m = b["canonical_mask"][:, None].float()
+        lips_err += float((((lips - b["canonical_lips"]) ** 2) * m).sum())
+        lips_count += float(m.sum()) * 3
+        mouth_err += float(((composed - b["mouth"]) ** 2).sum())
+        mouth_count += composed.numel()
+        if expert is not None:
+            crops.append(resize_crops(composed.cpu()))
+    out = {"lips_psnr_db": _psnr(lips_err, lips_count),
+           "mouth_psnr_db": _psnr(mouth_err, mouth_count)}  # fmt: skip
+    starts = window_starts(np.sort(ids))
+    if expert is not None and len(starts):
+        mel = torch.from_numpy(data.read_field("mel", np.arange(len(data))))
+        order = np.argsort(ids)
+        crops_by_id = torch.cat(crops)[order]
+        curve = offset_curve(expert.cpu(), crops_by_id, mel, starts, search,
+                             first=int(np.sort(ids)[0]))  # fmt: skip
+        out["sync"] = {"offset": int(np.argmax(curve)) - search,
+                       "confidence": float(curve.max() - np.median(curve)),
+                       "mean_cos": [round(float(c), 5) for c in curve]}  # fmt: skip
+    return out
+
+
+def lips_psnr(model: Speech2Lip, data: WarpData, ids: np.ndarray, radius: int, device) -> float:
+    """Held-out PSNR (dB) of the canonical lips inside their valid masks."""
+    return heldout_scores(model, data, ids, radius, device)["lips_psnr_db"]
+
+
+def constant_lips_psnr(data: WarpData, ids: np.ndarray, lips: np.ndarray) -> float:
+    """PSNR (dB) of one fixed canonical-lips image `(lh, lw, 3)` (0..255) against frames `ids`
+    inside their masks: what a predictor that ignores the audio scores."""
+    err, count = 0.0, 0.0
+    for _, arrays in data.stream(ids, batch=32):
+        m = arrays["canonical_mask"][..., None].astype(bool)
+        diff = (arrays["canonical_lips"].astype(np.float64) - lips) / 255
+        err += float((diff**2 * m).sum())
+        count += float(m.sum()) * 3
+    return _psnr(err, count)
+
+
+def static_psnr(data: WarpData, ids: np.ndarray) -> float:
+    """The "static mouth" baseline: the canonical frame's lips for every held-out frame."""
+    canon = data[int(data.canonical["canonical_index"])]["canonical_lips"].astype(np.float64)
+    return constant_lips_psnr(data, ids, canon)
+
+
+def mean_mouth_psnr(data: WarpData, train_ids: np.ndarray, ids: np.ndarray) -> float:
+    """A second baseline that ignores the audio: the mean canonical lips of the train frames
+    for every held-out frame. A model that does not beat it has not learned from the audio."""
+    total = None
+    for _, arrays in data.stream(train_ids, batch=64):
+        part = arrays["canonical_lips"].astype(np.float64).sum(axis=0)
+        total = part if total is None else total + part
+    return constant_lips_psnr(data, ids, total / len(train_ids))
