@@ -10,7 +10,7 @@ reprojection error and pose jitter (from fit3dmm/fit.json), and the warp stage's
 frame and O2C->C2O round-trip PSNR (from warp/warp.json), the sync expert's check, training's
 held-out PSNR, render speed, and the evaluation's metric table (ours, ground truth, baselines)
 for every subject. With --media, each real clip is also driven by the English driving audio
-files found under media/audio (`driven/<name>.mp4`, measured without ground truth).
+file jfk_en.flac under media/audio (`driven/<name>.mp4`, measured without ground truth).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["resample", "landmarks", "fit3dmm", "pose_depth", "warp", "sync_expert", "train",
           "render", "evaluate"]  # fmt: skip
-DRIVING = ["jfk_en.flac", "french_male_48k_stereo.wav"]
+DRIVING = ["jfk_en.flac"]
 
 
 def main() -> None:

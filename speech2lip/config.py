@@ -121,6 +121,7 @@ class SyncExpertConfig:
     search_offsets: int = 7
     max_offset: int = 1
     min_confidence: float = 0.02
+    min_pair_accuracy: float = 0.6
     log_every: int = 50
     seed: int = 0
 

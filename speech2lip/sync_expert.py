@@ -16,9 +16,9 @@ Either way it is verified on ground truth before anyone uses it: over the test s
 cosine between each 5-frame window and the audio shifted by -`search_offsets` ..
 +`search_offsets` frames gives an offset curve; its peak is the expert's audio/video offset,
 its height over the median the confidence. `sync_expert.json` says whether the expert is
-usable (peak within `max_offset` frames of 0, confidence at least `min_confidence`, pairs
-ranked right more often than chance); `train` turns L_s off, loudly, when it is not, and
-otherwise aligns its positives at the measured offset.
+usable (peak within `max_offset` frames of 0, confidence at least `min_confidence`, at least
+`min_pair_accuracy` of held-out in-sync/off-sync pairs ranked right); `train` turns L_s off,
+loudly, when it is not, and otherwise aligns its positives at the measured offset.
 
 Writes `expert.pt` (Wav2Lip's format: `{"state_dict": ...}` plus our metadata; loads with
 `speech2lip.models.load_sync_expert`), `sync_expert.json` and `offset_curve.png`.
@@ -165,8 +165,9 @@ def verdict(curve: np.ndarray, search: int, pair_accuracy: float, cfg: SyncExper
                        f"±{cfg.max_offset})")  # fmt: skip
     if confidence < cfg.min_confidence:
         reasons.append(f"its confidence {confidence:.3f} is below {cfg.min_confidence}")
-    if pair_accuracy <= 0.5:
-        reasons.append(f"it ranks only {100 * pair_accuracy:.0f}% of held-out pairs right")
+    if pair_accuracy < cfg.min_pair_accuracy:
+        reasons.append(f"it ranks only {100 * pair_accuracy:.0f}% of held-out pairs right "
+                       f"(needed: {100 * cfg.min_pair_accuracy:.0f}%)")  # fmt: skip
     return {"offset": best, "confidence": confidence, "usable": not reasons,
             "reason": "; ".join(reasons) or "ok"}  # fmt: skip
 
@@ -187,6 +188,19 @@ def plot_curve(path: Path, curve: np.ndarray, search: int, title: str) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=90)
     plt.close(fig)
+
+
+def load_checked(path) -> tuple[SyncNetColor | None, dict, str]:
+    """This stage's `expert.pt` for its users (L_s, the evaluation's proxy): (the expert, or
+    None when its ground-truth check failed or the file is missing; its metadata; why)."""
+    path = Path(path)
+    if not path.is_file():
+        return None, {}, f"no sync expert at {path}"
+    model, meta = load_sync_expert(path, with_meta=True)
+    if not meta.get("usable", False):
+        return None, meta, f"the sync expert {path} failed its ground-truth check (see " \
+            "sync_expert.json)"  # fmt: skip
+    return model, meta, "ok"
 
 
 # ----------------------------------------------------------------------------- run

@@ -237,3 +237,23 @@ def test_a_yaw_offset_turns_the_head_and_leaves_no_holes(demo_model, demo_warp, 
     h, w = changed.shape
     assert xs.min() > 0.1 * w and xs.max() < 0.9 * w  # ... and only the head
     assert (posed.max(axis=-1) > 8).mean() >= (background.max(axis=-1) > 8).mean() - 0.002
+
+
+def test_pose_schedule_and_pose_file(tmp_path):
+    from speech2lip.render.pose import pose_schedule, rotation
+
+    cfg = RenderConfig(pose_offset=(5, 0, 0), pose_sweep=(0, 10, 0), pose_period=2.0)
+    offsets = pose_schedule(51, cfg)
+    assert offsets.shape == (51, 3) and np.allclose(offsets[:, 0], 5)
+    assert offsets[12, 1] == pytest.approx(10 * np.sin(2 * np.pi * 12 / 50))  # t = 0.48 s
+    csv_path = tmp_path / "pose.csv"
+    csv_path.write_text("yaw,pitch,roll\n1,2,3\n4,5,6\n")
+    rows = pose_schedule(4, RenderConfig(pose_file=str(csv_path)))
+    assert rows.tolist() == [[1, 2, 3], [4, 5, 6], [4, 5, 6], [4, 5, 6]]  # the last row holds
+    csv_path.write_text("a,b\n1,2\n")
+    with pytest.raises(Speech2LipError, match="yaw,pitch,roll"):
+        pose_schedule(4, RenderConfig(pose_file=str(csv_path)))
+    with pytest.raises(Speech2LipError, match="not found"):
+        pose_schedule(4, RenderConfig(pose_file=str(tmp_path / "none.csv")))
+    r = rotation(30, 0, 0)[:3, :3]  # yaw turns about the (downward) y axis
+    assert np.allclose(r @ [0, 1, 0], [0, 1, 0]) and np.allclose(r @ r.T, np.eye(3))

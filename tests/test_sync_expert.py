@@ -68,6 +68,23 @@ def test_verdict_reasons():
     peaked[5] = 0.6
     assert verdict(peaked, 5, 0.8, cfg) == {"offset": 0, "confidence": pytest.approx(0.3),
                                             "usable": True, "reason": "ok"}  # fmt: skip
+    weak = verdict(peaked, 5, 0.55, cfg)  # better than chance, below min_pair_accuracy 0.6
+    assert not weak["usable"] and weak["reason"] == "it ranks only 55% of held-out pairs right " \
+        "(needed: 60%)"  # fmt: skip
+    assert verdict(peaked, 5, 0.6, cfg)["usable"]
+
+
+def test_load_checked_gives_the_expert_only_when_its_check_passed(tmp_path):
+    from speech2lip.sync_expert import load_checked
+
+    assert load_checked(tmp_path / "expert.pt")[0] is None  # missing: no expert, no error
+    for usable in (False, True):
+        meta = {"usable": usable, "offset": 1}
+        torch.save({"state_dict": SyncNetColor().state_dict(), "speech2lip": meta},
+                   tmp_path / "expert.pt")  # fmt: skip
+        model, meta, why = load_checked(tmp_path / "expert.pt")
+        assert (model is not None) == usable and meta["offset"] == 1
+        assert (why == "ok") == usable and (usable or "ground-truth check" in why)
 
 
 def test_stage_trains_checks_and_writes_a_wav2lip_checkpoint(demo_warp, tmp_path):

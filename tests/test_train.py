@@ -236,3 +236,23 @@ def test_lr_schedule_and_where_the_lips_loss_looks(demo_warp):
     moving = lips.std(axis=0).mean(axis=-1).reshape(-1)
     assert prob[moving.argmax()] > prob[moving.argmin()]  # more where the lips move
     assert np.allclose(lips_pixel_prob(data, data.split_ids("train"), 0.0), 1 / (lw * lh))
+
+
+def test_sync_setup_uses_only_a_checked_expert_at_its_measured_offset(tmp_path):
+    from speech2lip.models.syncnet import SyncNetColor
+    from speech2lip.train import sync_setup
+
+    opts = options(sync_weight=0.01)
+    path = tmp_path / "expert.pt"
+    for usable, offset in ((False, 0), (True, -1)):
+        torch.save({"state_dict": SyncNetColor().state_dict(),
+                    "speech2lip": {"usable": usable, "offset": offset}}, path)  # fmt: skip
+        expert, got, why = sync_setup(str(path), opts)
+        if usable:
+            assert isinstance(expert, SyncNetColor) and got.sync_weight == 0.01
+            assert got.sync_offset == -1 and why.startswith("on (") and "-1 frames" in why
+        else:
+            assert expert is None and got.sync_weight == 0 and "ground-truth check" in why
+    assert sync_setup("", opts)[1].sync_weight == 0  # no expert: L_s off, said so
+    with pytest.raises(Speech2LipError, match="missing.pt not found: run the sync_expert stage"):
+        sync_setup(str(tmp_path / "missing.pt"), opts)

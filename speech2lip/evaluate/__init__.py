@@ -157,21 +157,6 @@ class Evaluation:
                 "mean_cos": [round(float(c), 5) for c in curve]}  # fmt: skip
 
 
-def load_expert(expert_dir):
-    """The own sync expert, when the sync_expert stage found it usable (else None, why)."""
-    import torch
-
-    from speech2lip.models.syncnet import load_sync_expert
-
-    path = Path(expert_dir) / "expert.pt"
-    if not path.is_file():
-        return None, f"no sync expert at {path}"
-    meta = torch.load(path, map_location="cpu", weights_only=True).get("speech2lip", {})
-    if not meta.get("usable"):
-        return None, "the subject's sync expert failed its ground-truth check (sync_expert.json)"
-    return load_sync_expert(path), "ok"
-
-
 def run(
     model_path,
     index_path,
@@ -197,6 +182,7 @@ def run(
     from speech2lip.evaluate.measure import measure
     from speech2lip.render import stream_video
     from speech2lip.render.frames import pingpong
+    from speech2lip.sync_expert import load_checked
     from speech2lip.train import pick_device
 
     t0 = time.monotonic()
@@ -217,7 +203,7 @@ def run(
     test = ev.test
     origins = ev.data.read_field("mouth_origin", test)
     face_boxes = ev.face_boxes(test) if cfg.syncnet else None
-    expert, expert_state = load_expert(expert_dir)
+    expert, _, expert_state = load_checked(Path(expert_dir) / "expert.pt")
     syncnet = None
     if cfg.syncnet:
         from speech2lip.evaluate.syncnet_v2 import load_syncnet_v2

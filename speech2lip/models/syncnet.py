@@ -109,13 +109,15 @@ def sync_cosine(
     return (audio * face).sum(dim=1)
 
 
-def load_sync_expert(path: str | Path) -> SyncNetColor:
-    """Load a Wav2Lip-format expert checkpoint; clear errors for a missing or foreign file."""
+def load_sync_expert(path: str | Path, with_meta: bool = False):
+    """Load a Wav2Lip-format expert checkpoint; clear errors for a missing or foreign file.
+    `with_meta`: return (model, the checkpoint's `speech2lip` metadata or {})."""
     path = Path(path)
     if not path.is_file():
         raise Speech2LipError(
             f"sync expert checkpoint {path} not found: put Wav2Lip's lipsync_expert.pth there "
-            f"(see {WAV2LIP_URL}), or set train.sync_expert to '' to train one on the subject"
+            f"(see {WAV2LIP_URL}), or set sync_expert.pretrained to '' in config.yaml to train "
+            "one on the subject"
         )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -132,4 +134,4 @@ def load_sync_expert(path: str | Path) -> SyncNetColor:
             f"{path}: not a Wav2Lip SyncNet_color checkpoint ({len(missing)} missing keys, e.g. "
             f"{missing[:2]}; {len(unexpected)} unexpected, e.g. {unexpected[:2]})"
         )
-    return model.eval()
+    return (model.eval(), dict(ckpt.get("speech2lip", {}))) if with_meta else model.eval()

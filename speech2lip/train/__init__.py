@@ -128,27 +128,30 @@ def sync_setup(expert_path, opts):
     """The frozen sync expert (for L_s and the held-out sync check) and the options aligned at
     its measured offset, or (None, options without L_s) with the reason: the expert is used
     only when the `sync_expert` stage found it usable on ground truth."""
-    import torch
-
-    from speech2lip.models.syncnet import load_sync_expert
+    from speech2lip.sync_expert import load_checked
 
     off = dataclasses.replace(opts, sync_weight=0.0)
     if not expert_path:
         if opts.sync_weight > 0:
             log.warning("train: no sync expert given (--expert), so L_s is off")
         return None, off, "off: no sync expert given"
-    expert = load_sync_expert(expert_path)
-    meta = torch.load(expert_path, map_location="cpu", weights_only=True).get("speech2lip", {})
-    if not meta.get("usable", False):
-        why = (f"off: the sync expert {expert_path} failed its ground-truth check (see "
-               "sync_expert.json)")  # fmt: skip
-        log.warning("train: L_s is %s", why)
-        return None, off, why
-    offset = int(meta.get("offset", 0))
+    if not Path(expert_path).is_file():
+        raise Speech2LipError(
+            f"sync expert {expert_path} not found: run the sync_expert stage first (snakemake "
+            "results/<subject>/sync_expert/expert.pt), or leave --expert out to train without L_s"
+        )
+    expert, meta, why = load_checked(expert_path)
+    if expert is None:
+        log.warning("train: L_s is off: %s", why)
+        return None, off, f"off: {why}"
     if opts.sync_weight <= 0:
         return expert, opts, "off (sync_weight 0)"
-    opts = dataclasses.replace(opts, sync_offset=offset)
-    return expert, opts, f"on (weight {opts.sync_weight}, expert offset {offset:+d} frames)"
+    opts = dataclasses.replace(opts, sync_offset=int(meta.get("offset", 0)))
+    return (
+        expert,
+        opts,
+        f"on (weight {opts.sync_weight}, expert offset {opts.sync_offset:+d} frames)",
+    )
 
 
 def run(index_path, out_dir, cfg: TrainConfig, threads: int = 1, resume: str = "auto",
