@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 
 import numpy as np
 import pytest
@@ -132,6 +133,24 @@ def test_train_stage_writes_a_model_that_rebuilds_alone(demo_warp, tmp_path):
     )
     with pytest.raises(Speech2LipError, match="run the train stage"):
         load_model(tmp_path / "missing.pt")
+    # Snakemake re-runs the stage after a config change: other options start over ('auto'),
+    # and the held-out log starts over with them instead of following the old run's rows
+    run(demo_warp / "index.json", tmp_path, dataclasses.replace(cfg, seed=1), threads=1,
+        device="cpu")  # fmt: skip
+    with open(tmp_path / "heldout.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [2, 4]
+
+
+def test_step_logs_are_trimmed_to_the_resumed_step(tmp_path):
+    from speech2lip.train.loop import trim_step_log
+
+    path = tmp_path / "heldout.csv"
+    path.write_text("step,psnr\n2,20.0\n4,21.0\n6,22.0\n")
+    trim_step_log(path, 4)  # resumed at 4: the killed run's step 6 goes
+    assert path.read_text().split() == ["step,psnr", "2,20.0", "4,21.0"]
+    trim_step_log(tmp_path / "none.csv", 4)  # nothing to trim
+    trim_step_log(path, 0)  # starting over
+    assert not path.exists()
 
 
 def test_presets_fill_only_null_keys_and_defaults_agree():

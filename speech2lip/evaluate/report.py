@@ -15,7 +15,7 @@ from speech2lip.atomic import atomic_path
 COLUMNS = [  # key, header, format, better
     ("psnr_db", "mouth PSNR (dB)", "{:.2f}", "higher"),
     ("ssim", "mouth SSIM", "{:.3f}", "higher"),
-    ("cpbd", "mouth CPBD", "{:.3f}", "higher"),
+    ("cpbd", "mouth CPBD", "{:.3f}", "near ground truth"),
     ("lmd_px", "LMD (px)", "{:.2f}", "lower"),
     ("lse_d", "LSE-D", "{:.2f}", "lower"),
     ("lse_c", "LSE-C", "{:.2f}", "higher"),
@@ -139,7 +139,8 @@ def write_html(path: Path, summary: dict, pictures: dict[str, bytes]) -> None:
     parts.append(table(summary["methods"]))
     notes = [summary["sync_note"], summary["proxy_note"], summary["landmarks_note"],
              "CPBD: sharpness of the greyscale mouth box (Narvekar & Karam 2011), higher is "
-             "sharper; the ground truth's value is the reference."]  # fmt: skip
+             "sharper; the ground truth's value is the reference (not compared in the "
+             "verdicts: sharper than the ground truth is not better)."]  # fmt: skip
     parts.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
     for key, title in (("opening", "Mouth opening over time"), ("psnr", "PSNR over time"),
                        ("offsets", "Audio/video offset curves"),

@@ -203,11 +203,10 @@ def run(index_path, out_dir, cfg: TrainConfig, threads: int = 1, resume: str = "
         img = preview(model, data, shown, radius, dev)
         save_png(out_dir / "previews" / f"step_{step:06d}.png", img)
 
-    if resume == "no":
-        heldout_csv.unlink(missing_ok=True)
     workers = 1 if threads >= 2 else 0  # one process reads ahead while torch trains
     model, last = train(data, out_dir, opts, dev, resume, perceptual, on_step, workers,
-                        expert=sync_expert if opts.sync_weight > 0 else None)  # fmt: skip
+                        expert=sync_expert if opts.sync_weight > 0 else None,
+                        step_logs=(heldout_csv,))  # fmt: skip
     scores = heldout_scores(model, data, test, radius, dev)
     final = scores["lips_psnr_db"]
     sync = None

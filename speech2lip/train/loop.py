@@ -307,6 +307,26 @@ def load_checkpoint(path: Path) -> dict:
         ) from None
 
 
+def trim_step_log(path: Path, start: int) -> None:
+    """A CSV log with a `step` column, made to match a run that starts at step `start`: gone
+    when it starts over; rows past `start` dropped (a killed run may have logged past its last
+    checkpoint, and an earlier run's rows must not follow the new ones)."""
+    path = Path(path)
+    if start == 0:
+        path.unlink(missing_ok=True)
+        return
+    if not path.is_file():
+        return
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        kept = [r for r in reader if int(r["step"]) <= start]
+        fields = reader.fieldnames or LOG_COLUMNS
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, restval="")
+        writer.writeheader()
+        writer.writerows(kept)
+
+
 def train(
     data: WarpData,
     out_dir: Path,
@@ -318,6 +338,7 @@ def train(
     workers: int = 0,
     train_ids: np.ndarray | None = None,
     expert=None,
+    step_logs: tuple[Path, ...] = (),
 ) -> tuple[Speech2Lip, dict]:
     """Train on `data`'s train split; checkpoints in `out_dir/ckpt/`, a CSV log in
     `out_dir/train_log.csv`. `resume`: 'auto' (continue when the last checkpoint's options
@@ -325,7 +346,9 @@ def train(
     DataLoader processes read batches ahead (0: read in this process). `train_ids` replaces
     the train split (e.g. to hold out other frames). `expert`: the frozen sync expert of L_s
     (`opts.sync_weight` > 0). `opts.precision` bf16/fp16 runs the networks under autocast (the
-    geometry stays float32); `opts.compile` compiles the lip MLP and the Blend-Net."""
+    geometry stays float32); `opts.compile` compiles the lip MLP and the Blend-Net.
+    `step_logs`: the caller's other CSVs with a `step` column (e.g. `heldout.csv`), trimmed
+    like `train_log.csv` to the step the run starts from."""
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "ckpt"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -367,15 +390,8 @@ def train(
             f"({opts.batch_frames})"
         )
     log_path = out_dir / "train_log.csv"
-    if start == 0:
-        log_path.unlink(missing_ok=True)
-    elif log_path.is_file():  # a killed run may have logged past its last checkpoint
-        with open(log_path, newline="") as f:
-            kept = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
-        with atomic_path(log_path) as tmp, open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=LOG_COLUMNS, restval="")
-            writer.writeheader()
-            writer.writerows(kept)
+    for path in (log_path, *step_logs):
+        trim_step_log(path, start)
     pixel_prob = None
     if opts.lips_pixels > 0 and opts.lips_focus > 0:
         pixel_prob = torch.as_tensor(lips_pixel_prob(data, train_ids, opts.lips_focus),
