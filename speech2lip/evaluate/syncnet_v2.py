@@ -35,6 +35,7 @@ from numpy.typing import ArrayLike, NDArray
 from torch import Tensor, nn
 
 from speech2lip.errors import Speech2LipError
+from speech2lip.models.syncnet import load_weights, read_checkpoint
 
 SYNCNET_REPO = "https://github.com/joonson/syncnet_python"
 SYNCNET_V2_URL = "http://www.robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.model"
@@ -108,24 +109,10 @@ def load_syncnet_v2(path: str | Path) -> SyncNetV2:
             f"(its download_model.sh fetches it from {SYNCNET_V2_URL}; see {SYNCNET_REPO}) "
             "and set evaluate.syncnet in config.yaml to its path"
         )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a damaged file
-        raise Speech2LipError(f"{path}: not a readable PyTorch checkpoint ({exc})") from None
+    state = read_checkpoint(path)
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise Speech2LipError(f"{path}: expected a state dict of tensors, got {type(state)}")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    model = SyncNetV2()
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # a tensor of the wrong size
-        raise Speech2LipError(f"{path}: not a syncnet_python SyncNet checkpoint ({exc})") from None
-    if missing or unexpected:
-        raise Speech2LipError(
-            f"{path}: not a syncnet_python SyncNet checkpoint ({len(missing)} missing keys, "
-            f"e.g. {missing[:2]}; {len(unexpected)} unexpected, e.g. {unexpected[:2]})"
-        )
-    return model.eval()
+    return load_weights(SyncNetV2(), state, path, "syncnet_python SyncNet")
 
 
 def lip_input(face_crops: ArrayLike) -> Tensor:

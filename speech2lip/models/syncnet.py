@@ -109,6 +109,31 @@ def sync_cosine(
     return (audio * face).sum(dim=1)
 
 
+def read_checkpoint(path: Path):
+    """`torch.load` of a user's weights file (tensors only), with an error naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise Speech2LipError(f"{path}: not a readable PyTorch checkpoint ({exc})") from None
+
+
+def load_weights(model: nn.Module, state: dict, path: Path, what: str) -> nn.Module:
+    """`state` (keys optionally prefixed `module.`, as DataParallel saves them) into `model`,
+    exactly: a missing, unexpected or wrongly sized tensor says the file is not a `what`
+    checkpoint. Returns the model in eval mode."""
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a tensor of the wrong size
+        raise Speech2LipError(f"{path}: not a {what} checkpoint ({exc})") from None
+    if missing or unexpected:
+        raise Speech2LipError(
+            f"{path}: not a {what} checkpoint ({len(missing)} missing keys, e.g. {missing[:2]}; "
+            f"{len(unexpected)} unexpected, e.g. {unexpected[:2]})"
+        )
+    return model.eval()
+
+
 def load_sync_expert(path: str | Path, with_meta: bool = False):
     """Load a Wav2Lip-format expert checkpoint; clear errors for a missing or foreign file.
     `with_meta`: return (model, the checkpoint's `speech2lip` metadata or {})."""
@@ -119,19 +144,9 @@ def load_sync_expert(path: str | Path, with_meta: bool = False):
             f"(see {WAV2LIP_URL}), or set sync_expert.pretrained to '' in config.yaml to train "
             "one on the subject"
         )
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a damaged file
-        raise Speech2LipError(f"{path}: not a readable PyTorch checkpoint ({exc})") from None
+    ckpt = read_checkpoint(path)
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise Speech2LipError(f"{path}: expected a dict with 'state_dict', got {type(ckpt)}")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    model = SyncNetColor()
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise Speech2LipError(
-            f"{path}: not a Wav2Lip SyncNet_color checkpoint ({len(missing)} missing keys, e.g. "
-            f"{missing[:2]}; {len(unexpected)} unexpected, e.g. {unexpected[:2]})"
-        )
-    return (model.eval(), dict(ckpt.get("speech2lip", {}))) if with_meta else model.eval()
+    model = load_weights(SyncNetColor(), state, path, "Wav2Lip SyncNet_color")
+    return (model, dict(ckpt.get("speech2lip", {}))) if with_meta else model
