@@ -22,11 +22,7 @@ rule all:
     input:
         expand("results/{subject}/video.mp4", subject=list(config["subjects"])),
         expand("results/{subject}/evaluate/report.html", subject=list(config["subjects"])),
-        [
-            f"results/{subject}/driven/{driving_name(path)}.mp4"
-            for subject, entry in config["subjects"].items()
-            for path in entry["driving"]
-        ],
+        [path for subject in config["subjects"] for path in driven_paths(subject)],
     default_target: True
 
 

@@ -1,6 +1,7 @@
 # Shared set-up: config validation, wildcard constraints and a few path helpers.
 import glob
 import json
+import shlex
 
 from snakemake.exceptions import WorkflowError
 
@@ -61,7 +62,12 @@ def driving_audio(wildcards):
     )
 
 
+def driven_paths(subject):
+    """The subject's driven videos: one per driving audio listed for it."""
+    paths = config["subjects"][subject].get("driving", [])
+    return [f"results/{subject}/driven/{driving_name(p)}.mp4" for p in paths]
+
+
 def driven_videos(wildcards):
-    """The subject's driven videos (one per driving audio), for the evaluation."""
-    paths = config["subjects"][wildcards.subject].get("driving", [])
-    return [f"results/{wildcards.subject}/driven/{driving_name(p)}.mp4" for p in paths]
+    """`driven_paths` of the job's subject (an input function, for the evaluation)."""
+    return driven_paths(wildcards.subject)

@@ -17,6 +17,7 @@ rule render:
         "benchmarks/{subject}/render.tsv"
     params:
         cfg=params_json("render"),
+        driving="",  # the test split's own audio
     conda:
         "../envs/speech2lip.yaml"
     threads: 2
@@ -26,21 +27,13 @@ rule render:
     shell:
         "python -m speech2lip render {input.model:q} {input.index:q} {input.frames:q}"
         " {input.meta:q} {input.audio:q} {output.video:q} --source {input.source:q}"
-        " --params {params.cfg:q} --threads {threads} > {log:q} 2>&1"
+        "{params.driving} --params {params.cfg:q} --threads {threads} > {log:q} 2>&1"
 
 
-rule render_driven:
-    """The subject saying a driving audio listed under subjects.<subject>.driving."""
+use rule render as render_driven with:
     input:
-        model="results/{subject}/train/model.pt",
-        index="results/{subject}/warp/index.json",
-        shards="results/{subject}/warp/shards",
-        frames="results/{subject}/resample/frames.mkv",
-        meta="results/{subject}/resample/meta.json",
-        audio="results/{subject}/resample/audio.wav",
-        source=subject_video,
+        **rules.render.input,
         driving=driving_audio,
-        code=module("render") + module("train") + module("models"),
     output:
         video="results/{subject}/driven/{name}.mp4",
     log:
@@ -49,13 +42,4 @@ rule render_driven:
         "benchmarks/{subject}/render_driven_{name}.tsv"
     params:
         cfg=params_json("render"),
-    conda:
-        "../envs/speech2lip.yaml"
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=120,
-    shell:
-        "python -m speech2lip render {input.model:q} {input.index:q} {input.frames:q}"
-        " {input.meta:q} {input.audio:q} {output.video:q} --source {input.source:q}"
-        " --driving {input.driving:q} --params {params.cfg:q} --threads {threads} > {log:q} 2>&1"
+        driving=lambda wildcards, input: f" --driving {shlex.quote(input.driving)}",

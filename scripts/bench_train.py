@@ -91,10 +91,12 @@ def render_cost(data, device: str, threads: int, repeat: int) -> dict:
             ours.render_mouth(b["mel_context"], b["time"], b["mouth"], b["mouth_origin"],
                               b["relative_pose"], b["c2o_grid"], b["c2o_mask"], 4)  # fmt: skip
 
-    paper_mlp = ImplicitLips(64, 10, 4, 256, 8, 4).to(device).eval()
+    p = resolve(TrainConfig(preset="paper")).sizes
+    paper_mlp = ImplicitLips(p.audio_dim, p.uv_freqs, p.time_freqs, p.width, p.depth,
+                             p.skip).to(device).eval()  # fmt: skip
     uv, cell = crop_uv(120, 80, device)
-    audio, t = torch.randn(1, 64, device=device), torch.rand(1, device=device)
-    unet = BlendNet((32, 64, 128)).to(device).eval()
+    audio, t = torch.randn(1, p.audio_dim, device=device), torch.rand(1, device=device)
+    unet = BlendNet(p.blend_channels).to(device).eval()
     frame = torch.rand(1, 3, 512, 512, device=device)
     mask = torch.zeros(1, 1, 512, 512, device=device)
 
@@ -129,9 +131,9 @@ def compare_quality(index: str, steps: int, device: str, threads: int, out: str)
 
     from speech2lip.config import TrainConfig
     from speech2lip.train import run
+    from speech2lip.train.presets import resolve
 
-    paper_sizes = dict(width=256, depth=8, skip=4, uv_freqs=10, time_freqs=4, audio_dim=64,
-                       audio_radius=4, blend_channels=(32, 64, 128))  # fmt: skip
+    paper_sizes = dataclasses.asdict(resolve(TrainConfig(preset="paper")).sizes)
     results = {}
     for name, extra in (("ours", {}), ("paper sizes", paper_sizes)):
         cfg = TrainConfig(steps=steps, sync_weight=0.0, checkpoint_every=steps, **extra)

@@ -215,20 +215,19 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("pose_depth", "warp", "sync_expert", "train", "render", "evaluate"):
             p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                            help="worker processes / CPU threads (default: all CPUs)")  # fmt: skip
+        if name in ("train", "render", "evaluate"):
+            p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
         if name == "evaluate":
             p.add_argument("--driven", nargs="*", default=[], help="driven videos to measure too")
             p.add_argument("--source", help="the original video (for the baselines' paste-back)")
-            p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
         if name == "render":
             p.add_argument("--driving", help="driving audio (any format); default: the test split")
             p.add_argument("--source", help="the original video, to paste the result back into "
                            "its full frames (render.output_size: source)")  # fmt: skip
-            p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
         if name == "train":
             p.add_argument("--resume", choices=["auto", "yes", "no"], default="auto",
                            help="continue from OUT_DIR/ckpt/last.pt: auto (when its options "
                            "match, else start over), yes (or refuse), no")  # fmt: skip
-            p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
             p.add_argument("--expert", help="the sync_expert stage's expert.pt (for L_s; without "
                            "it L_s is off)")  # fmt: skip
         _add_stage_flags(p, name)

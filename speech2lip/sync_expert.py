@@ -155,10 +155,18 @@ def train_expert(cfg: SyncExpertConfig, crops: Tensor, mel: Tensor, train_starts
     return model.eval(), history
 
 
+def curve_summary(curve: np.ndarray, search: int) -> dict:
+    """An offset curve over shifts -`search` .. `search` read out: the best offset (frames),
+    the confidence (the peak over the median) and the curve itself, rounded."""
+    return {"offset": int(np.argmax(curve)) - search,
+            "confidence": float(curve.max() - np.median(curve)),
+            "mean_cos": [round(float(c), 5) for c in curve]}  # fmt: skip
+
+
 def verdict(curve: np.ndarray, search: int, pair_accuracy: float, cfg: SyncExpertConfig) -> dict:
     """Offset, confidence and whether the expert may be used, with the reason."""
-    best = int(np.argmax(curve)) - search
-    confidence = float(curve.max() - np.median(curve))
+    read = curve_summary(curve, search)
+    best, confidence = read["offset"], read["confidence"]
     reasons = []
     if abs(best) > cfg.max_offset:
         reasons.append(f"its best audio/video offset is {best:+d} frames (allowed: within "
@@ -260,7 +268,7 @@ def run(index_path, out_dir, cfg: SyncExpertConfig, threads: int = 1) -> dict:
         "heldout_mean_cos_in_sync": float(pos_cos.mean()),
         "heldout_mean_cos_off_sync": float(neg_cos.mean()),
         "offset_curve": {"shifts": list(range(-search, search + 1)),
-                         "mean_cos": [round(float(c), 5) for c in curve]},
+                         "mean_cos": curve_summary(curve, search)["mean_cos"]},
         **check, "seconds": time.monotonic() - t0,
     }  # fmt: skip
     state = {"state_dict": model.state_dict(), "global_step": summary["steps"],

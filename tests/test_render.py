@@ -210,7 +210,7 @@ def _posed_frames(model_path, demo_warp, demo_geometry, offsets_deg, ids):
     frames = FrameSource(demo_geometry / "resample/frames.mkv", meta["width"], meta["height"], n)
     renderer = Renderer(model, data, RenderConfig(), "cpu")
     ctx = mel_contexts(data.read_field("mel", np.arange(n)), model.sizes.audio_radius)[ids]
-    mouths, origins, _ = renderer.mouths(ctx, ids)
+    mouths, origins = renderer.mouths(ctx, ids)
     normal = [paste(frames[b], m, o) for b, m, o in zip(ids, mouths, origins, strict=True)]
     pose = PoseControl(model, np.tile(offsets_deg, (n, 1)), data.canonical["canonical_pose"])
     patches = pose.render(renderer, ctx, ids, ids, frames)

@@ -32,6 +32,7 @@ from speech2lip import __version__
 from speech2lip.atomic import write_json
 from speech2lip.config import EvaluateConfig, RenderConfig
 from speech2lip.errors import Speech2LipError
+from speech2lip.resample import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ class Evaluation:
 
         w, h = self.meta["width"], self.meta["height"]
         start = int(ids[0])
-        return read_frames(self.frames_path, w, h, seek=start / 25 if start else None,
+        return read_frames(self.frames_path, w, h, seek=start / FPS if start else None,
                            limit=len(ids))  # fmt: skip
 
     def face_boxes(self, background: np.ndarray) -> list:
@@ -146,7 +147,7 @@ class Evaluation:
         """The own expert's offset curve over the track's windows (mel: per frame)."""
         import torch
 
-        from speech2lip.sync_expert import offset_curve
+        from speech2lip.sync_expert import curve_summary, offset_curve
 
         if expert is None or len(track.sync_crops) < 6:
             return None
@@ -154,9 +155,7 @@ class Evaluation:
         starts = np.arange(len(crops) - 4)
         curve = offset_curve(expert, crops, torch.from_numpy(np.ascontiguousarray(mel)),
                              starts, search)  # fmt: skip
-        return {"offset": int(np.argmax(curve)) - search,
-                "confidence": float(curve.max() - np.median(curve)),
-                "mean_cos": [round(float(c), 5) for c in curve]}  # fmt: skip
+        return curve_summary(curve, search)
 
 
 def run(
@@ -212,7 +211,7 @@ def run(
 
         syncnet = load_syncnet_v2(cfg.syncnet).to(dev)
     wav, _ = sf.read(audio_path, dtype="float32")
-    test_wav = wav[test[0] * 640 : (test[-1] + 1) * 640]
+    test_wav = wav[test[0] * SAMPLES_PER_FRAME : (test[-1] + 1) * SAMPLES_PER_FRAME]
     test_mel = ev.mel[test]
 
     def lse_of(track, audio):
@@ -246,9 +245,10 @@ def run(
                          source, lips_for=lips_for, desc=name)  # fmt: skip
             videos[name] = path
 
+    pick = np.unique(np.linspace(0, len(test) - 1, cfg.strip_frames).round().astype(int))
     log.info("evaluate: measuring the ground truth")
     gt = measure("ground_truth", ev.ground_truth(test), origins, ev.box, None, face_boxes,
-                 cfg.landmarks, cfg.cpbd_edges)  # fmt: skip
+                 cfg.landmarks, cfg.cpbd_edges, keep=pick)  # fmt: skip
     tracks = {"ground_truth": gt}
     methods = {"ground_truth": summarise(gt, None, ev.sync_proxy(gt, expert, ev.mel[test[0]:]),
                                          lse_of(gt, test_wav))}  # fmt: skip
@@ -256,26 +256,24 @@ def run(
     for name, path in videos.items():
         log.info("evaluate: measuring %s", name)
         track = measure(name, ev.decode(path, pasted, len(test)), origins, ev.box,
-                        ev.ground_truth(test), face_boxes, cfg.landmarks,
-                        cfg.cpbd_edges)  # fmt: skip
+                        ev.ground_truth(test), face_boxes, cfg.landmarks, cfg.cpbd_edges,
+                        keep=pick)  # fmt: skip
         tracks[name] = track
         methods[name] = summarise(track, gt, ev.sync_proxy(track, expert, ev.mel[test[0]:]),
                                   lse_of(track, test_wav))  # fmt: skip
 
     driven_rows = {}
     for path in driven:
-        path = Path(path)
         from speech2lip.media import probe, read_audio
-
-        info = probe(path)
-        n = int(round(info.duration * 25))
-        stats = json.loads(path.with_suffix(".json").read_text()) if path.with_suffix(
-            ".json").is_file() else {}  # fmt: skip
-        bg = pingpong(n, len(ev.data), int(stats.get("start_frame", 0)))
-        audio = read_audio(path, 16000)[: n * 640]
-        audio = np.pad(audio, (0, n * 640 - len(audio)))
         from speech2lip.warp.audio import frame_mel_windows
 
+        path = Path(path)
+        n = int(round(probe(path).duration * FPS))
+        stats_file = path.with_suffix(".json")
+        stats = json.loads(stats_file.read_text()) if stats_file.is_file() else {}
+        bg = pingpong(n, len(ev.data), int(stats.get("start_frame", 0)))
+        audio = read_audio(path, SAMPLE_RATE)[: n * SAMPLES_PER_FRAME]
+        audio = np.pad(audio, (0, n * SAMPLES_PER_FRAME - len(audio)))
         mel = frame_mel_windows(audio, n)
         track = measure(path.stem, ev.decode(path, bool(stats.get("pasted_back")), n),
                         ev.data.read_field("mouth_origin", bg), ev.box, None,
@@ -314,7 +312,9 @@ def run(
     curves = {k: m["sync_proxy_curve"] for k, m in methods.items() if "sync_proxy_curve" in m}
     if curves:
         pictures["offsets"] = report.curve_plot(curves, 7)
-    pictures["strip"] = report.encode_png(strip_rows(ev, tracks, videos, pasted, cfg))
+    blank = np.zeros((ev.box[1], ev.box[0], 3), np.uint8)  # a frame a short video lacks
+    rows = [[tracks[k].tiles.get(i, blank) for k in tracks] for i in pick]
+    pictures["strip"] = report.encode_png(report.strip(rows, list(tracks)))
     loss = Path(train_dir) / "loss_curve.png"
     if loss.is_file():
         pictures["loss"] = loss.read_bytes()
@@ -323,23 +323,3 @@ def run(
     report.write_html(out_dir / "report.html", summary, pictures)
     log.info("evaluate: %s in %.1f s", out_dir / "report.html", summary["seconds"])
     return summary
-
-
-def strip_rows(ev: Evaluation, tracks: dict, videos: dict, pasted: bool, cfg) -> np.ndarray:
-    """Mouth boxes of `cfg.strip_frames` test frames: ground truth | ours | baselines."""
-    from speech2lip.evaluate.report import strip
-
-    test = ev.test
-    pick = np.unique(np.linspace(0, len(test) - 1, cfg.strip_frames).round().astype(int))
-    origins = ev.data.read_field("mouth_origin", test)
-    ew, eh = ev.box
-    columns = {"ground_truth": ev.ground_truth(test)}
-    columns.update({k: ev.decode(v, pasted, len(test)) for k, v in videos.items()})
-    tiles = {k: [] for k in columns}
-    for k, frames in columns.items():
-        for i, frame in enumerate(frames):
-            if i in pick:
-                x, y = origins[i]
-                tiles[k].append(frame[y : y + eh, x : x + ew].copy())
-    rows = [[tiles[k][r] for k in columns] for r in range(len(pick))]
-    return strip(rows, list(columns))

@@ -41,6 +41,7 @@ class Track:
     opening: list = field(default_factory=list)  # px, nan without a face
     sync_crops: list = field(default_factory=list)  # (3, 48, 96) float16
     face_crops: list = field(default_factory=list)  # (224, 224, 3) uint8
+    tiles: dict = field(default_factory=dict)  # frame -> its mouth box, for the picked frames
 
 
 def face_crop_box(points: np.ndarray, width: int, height: int) -> tuple[float, float, float]:
@@ -110,15 +111,17 @@ def measure(
     face_boxes: list | None,
     landmarks: str = "mediapipe",
     cpbd_edges: str = "python-cpbd",
+    keep: Iterable[int] = (),
 ) -> Track:
     """One pass over a method's frames `(H, W, 3)` with the mouth boxes at `origins` `(n, 2)` of
     `box_size` (w, h), against `ground_truth` frames (None: no reference), keeping SyncNet face
-    crops at `face_boxes` (None: skip)."""
+    crops at `face_boxes` (None: skip) and the mouth boxes of frames `keep` (`Track.tiles`)."""
     import torch
 
     from speech2lip.sync_expert import resize_crops
 
     ew, eh = box_size
+    keep = set(int(k) for k in keep)
     track = Track(name)
     marker = Landmarker(landmarks)
     try:
@@ -127,6 +130,8 @@ def measure(
                 break
             x, y = (int(v) for v in origins[i])
             box = frame[y : y + eh, x : x + ew]
+            if i in keep:
+                track.tiles[i] = box.copy()
             if ground_truth is not None:
                 gt = next(ground_truth)[y : y + eh, x : x + ew]
                 track.psnr.append(metrics.psnr(box, gt))

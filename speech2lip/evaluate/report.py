@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from speech2lip.atomic import atomic_path
+from speech2lip.resample import FPS
 
 COLUMNS = [  # key, header, format, better
     ("psnr_db", "mouth PSNR (dB)", "{:.2f}", "higher"),
@@ -50,7 +51,7 @@ def time_plot(series: dict[str, np.ndarray], ylabel: str, title: str) -> bytes:
     fig, ax = plt.subplots(figsize=(10, 3.2))
     for name, values in series.items():
         style = {"color": "black", "linewidth": 2} if name == "ground_truth" else {}
-        ax.plot(np.arange(len(values)) / 25, values, label=LABELS.get(name, name), **style)
+        ax.plot(np.arange(len(values)) / FPS, values, label=LABELS.get(name, name), **style)
     ax.set_xlabel("seconds into the test split")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -130,7 +131,7 @@ def write_html(path: Path, summary: dict, pictures: dict[str, bytes]) -> None:
              f"</title><style>{CSS}</style></head><body>",
              f"<h1>speech2lip evaluation: <code>{subject}</code></h1>",
              f"<p>Held-out test split: {summary['test_frames']} frames "
-             f"({summary['test_frames'] / 25:.1f} s), each re-synthesised from its own audio "
+             f"({summary['test_frames'] / FPS:.1f} s), each re-synthesised from its own audio "
              "over its own background frame; metrics on the observed mouth box "
              "({}x{} px) of each frame.</p>".format(*summary["mouth_box"])]  # fmt: skip
     for line in summary["verdicts"]:
@@ -150,7 +151,7 @@ def write_html(path: Path, summary: dict, pictures: dict[str, bytes]) -> None:
             parts.append(f"<h2>{title}</h2>{_img(pictures[key], title)}")
     if summary.get("driven"):
         parts.append("<h2>Driven by other audio (no ground truth)</h2>")
-        parts.append(table({k: v for k, v in summary["driven"].items()}))
+        parts.append(table(summary["driven"]))
     parts.append(f"<p><small>speech2lip {html.escape(summary['version'])}; "
                  f"metrics.json holds every number.</small></p></body></html>")  # fmt: skip
     with atomic_path(path) as tmp:

@@ -36,10 +36,10 @@ from torch import Tensor, nn
 
 from speech2lip.errors import Speech2LipError
 from speech2lip.models.syncnet import load_weights, read_checkpoint
+from speech2lip.resample import SAMPLE_RATE, SAMPLES_PER_FRAME
 
 SYNCNET_REPO = "https://github.com/joonson/syncnet_python"
 SYNCNET_V2_URL = "http://www.robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.model"
-SAMPLES_PER_FRAME = 640  # 16 kHz audio at 25 fps
 MFCC_PER_FRAME = 4  # 10 ms MFCC frames per 40 ms video frame
 MFCC_WINDOW = 20  # MFCC frames per 5-frame (0.2 s) window
 
@@ -139,7 +139,7 @@ def audio_input(wav16k: ArrayLike) -> Tensor:
     if wav.ndim != 1:
         raise ValueError(f"expected mono audio (samples,), got shape {wav.shape}")
     wav = wav.astype(np.float64) if wav.dtype == np.int16 else wav.astype(np.float64) * 32768
-    mfcc = torch.from_numpy(python_speech_features.mfcc(wav, 16000).T.astype(np.float32))
+    mfcc = torch.from_numpy(python_speech_features.mfcc(wav, SAMPLE_RATE).T.astype(np.float32))
     if mfcc.shape[1] < MFCC_WINDOW:
         raise ValueError(f"audio of {len(wav)} samples is shorter than one 0.2 s window")
     windows = mfcc.unfold(1, MFCC_WINDOW, MFCC_PER_FRAME)  # (13, n, 20)

@@ -35,11 +35,10 @@ from speech2lip.atomic import atomic_path
 from speech2lip.config import RenderConfig
 from speech2lip.errors import Speech2LipError
 from speech2lip.render.frames import FrameSource, SourceFrames, paste_back, pingpong
+from speech2lip.resample import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
-SAMPLES_PER_FRAME = 640
 FIELDS = ["mouth", "mouth_origin", "relative_pose", "c2o_grid", "c2o_mask"]
 MIN_RMS = 1e-4  # -80 dBFS: quieter than this is silence
 
@@ -91,16 +90,16 @@ class Renderer:
 
     def mouths(self, mel_ctx: np.ndarray, background: np.ndarray, lips=None):
         """`mel_ctx` `(B, 2r+1, 80, 16)`, background ids `(B,)` -> (mouth boxes `(B, eh, ew,
-        3)` uint8, origins `(B, 2)`, the background fields). `lips` `(B, 3, lh, lw)` in 0..1
+        3)` uint8, origins `(B, 2)`). `lips` `(B, 3, lh, lw)` in 0..1
         replaces the generated lips (the baselines)."""
         import torch
 
-        from speech2lip.train.loop import to_device
+        from speech2lip.train.loop import timestamps, to_device
 
         arrays = self.data.read(background)
         b = to_device({k: arrays[k] for k in FIELDS}, self.device)
         mel = torch.as_tensor(mel_ctx, device=self.device)
-        t = torch.as_tensor(background / self.n_frames, dtype=torch.float32, device=self.device)
+        t = torch.as_tensor(timestamps(background, self.n_frames), device=self.device)
         if lips is not None:
             lips = torch.as_tensor(lips, device=self.device)
         with torch.no_grad():
@@ -108,7 +107,7 @@ class Renderer:
                                              b["relative_pose"], b["c2o_grid"], b["c2o_mask"],
                                              self.cfg.c2o_iterations, lips)  # fmt: skip
         img = (out * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-        return img, arrays["mouth_origin"], arrays
+        return img, arrays["mouth_origin"]
 
 
 def paste(frame: np.ndarray, mouth: np.ndarray, origin) -> np.ndarray:
@@ -162,7 +161,7 @@ def stream_video(
             atomic_path(out_path) as tmp:  # fmt: skip
         wav_tmp = Path(scratch) / "audio.wav"
         sf.write(wav_tmp, wav, SAMPLE_RATE, subtype="PCM_16", format="WAV")
-        with FrameWriter(tmp, width, height, 25, "h264", cfg.crf, audio=wav_tmp,
+        with FrameWriter(tmp, width, height, FPS, "h264", cfg.crf, audio=wav_tmp,
                          preset=cfg.encoder_preset) as writer:  # fmt: skip
             bar = tqdm(total=n, desc=desc, unit="frame", disable=None)
             for lo in range(0, n, cfg.batch_frames):
@@ -172,7 +171,7 @@ def stream_video(
                 if pose is not None and pose.active(out_ids):
                     boxes = pose.render(renderer, ctx[out_ids], bg, out_ids, frames, lips)
                 else:
-                    mouths, origins, _ = renderer.mouths(ctx[out_ids], bg, lips)
+                    mouths, origins = renderer.mouths(ctx[out_ids], bg, lips)
                     boxes = [(m, o) for m, o in zip(mouths, origins, strict=True)]
                 for (patch, origin), b in zip(boxes, bg, strict=True):
                     if source is not None:
@@ -238,7 +237,7 @@ def run(
         mel = frame_mel_windows(wav, len(wav) // SAMPLES_PER_FRAME)
         background = pingpong(len(mel), len(data), cfg.start_frame)
         what = f"driving audio {driving}"
-    log.info("render: %s, %d frames (%.1f s) on %s", what, len(mel), len(mel) / 25, dev)
+    log.info("render: %s, %d frames (%.1f s) on %s", what, len(mel), len(mel) / FPS, dev)
     offsets = pose_schedule(len(mel), cfg)
     pose = None
     if np.abs(offsets).max() > 0:

@@ -16,10 +16,9 @@ import numpy as np
 
 from speech2lip.errors import Speech2LipError
 from speech2lip.media import read_frames
+from speech2lip.resample import FPS
 
 log = logging.getLogger(__name__)
-
-FPS = 25
 
 
 def pingpong(n_out: int, n_frames: int, start: int = 0) -> np.ndarray:

@@ -30,10 +30,10 @@ import numpy as np
 import torch
 
 from speech2lip.errors import Speech2LipError
+from speech2lip.resample import FPS
+from speech2lip.train.loop import timestamps
 from speech2lip.warp import gamem
 from speech2lip.warp.regions import box_origins
-
-FPS = 25
 
 
 def rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
@@ -144,14 +144,14 @@ class PoseControl:
                            self.height)[0]  # fmt: skip
 
     def render(self, renderer, ctx: np.ndarray, bg: np.ndarray, out_ids: np.ndarray, frames,
-               lips=None) -> list[np.ndarray]:  # fmt: skip
+               lips=None) -> list[tuple[np.ndarray, tuple[int, int]]]:  # fmt: skip
         """The re-posed frames of output frames `out_ids`, as (patch `(h, w, 3)` uint8, its
         top-left corner): the part of the background frame that changed."""
         model, dev = self.model, self.depth.device
         arrays = renderer.data.read(bg)
         with torch.no_grad():
             if lips is None:
-                time_ = torch.as_tensor(bg / renderer.n_frames, dtype=torch.float32, device=dev)
+                time_ = torch.as_tensor(timestamps(bg, renderer.n_frames), device=dev)
                 code = model.audio_code(torch.as_tensor(ctx, device=dev))
                 lips = model.canonical_lips(code, time_, random=False)
             else:

@@ -185,11 +185,12 @@ def run(index_path, out_dir, cfg: TrainConfig, threads: int = 1, resume: str = "
              cfg.preset, opts.steps, opts.batch_frames, dev, static)  # fmt: skip
 
     radius = opts.sizes.audio_radius
+    scored: dict[int, dict] = {}  # step -> held-out scores (the last step's are the final ones)
 
     def on_step(step: int, history: dict, model) -> None:
         if step % opts.checkpoint_every and step != opts.steps:
             return
-        scores = heldout_scores(model, data, test, radius, dev)
+        scores = scored[step] = heldout_scores(model, data, test, radius, dev)
         new = not heldout_csv.exists()
         with open(heldout_csv, "a", newline="") as f:
             writer = csv.writer(f)
@@ -207,7 +208,7 @@ def run(index_path, out_dir, cfg: TrainConfig, threads: int = 1, resume: str = "
     model, last = train(data, out_dir, opts, dev, resume, perceptual, on_step, workers,
                         expert=sync_expert if opts.sync_weight > 0 else None,
                         step_logs=(heldout_csv,))  # fmt: skip
-    scores = heldout_scores(model, data, test, radius, dev)
+    scores = scored.get(opts.steps) or heldout_scores(model, data, test, radius, dev)
     final = scores["lips_psnr_db"]
     sync = None
     if sync_expert is not None:  # the expert's view of the whole generated test split

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from speech2lip.sync_expert import offset_curve, resize_crops, window_starts
+from speech2lip.sync_expert import curve_summary, offset_curve, resize_crops, window_starts
 from speech2lip.train.loop import to_tensors
 from speech2lip.train.model import Speech2Lip
 from speech2lip.warp.shards import WarpData
@@ -75,9 +75,7 @@ def heldout_scores(
         crops_by_id = torch.cat(crops)[order]
         curve = offset_curve(expert.cpu(), crops_by_id, mel, starts, search,
                              first=int(np.sort(ids)[0]))  # fmt: skip
-        out["sync"] = {"offset": int(np.argmax(curve)) - search,
-                       "confidence": float(curve.max() - np.median(curve)),
-                       "mean_cos": [round(float(c), 5) for c in curve]}  # fmt: skip
+        out["sync"] = curve_summary(curve, search)
     return out
 
 

@@ -116,12 +116,18 @@ def batch_ids(train_ids: np.ndarray, seed: int, step: int, size: int) -> np.ndar
     return np.sort(np.random.default_rng([seed, step]).choice(train_ids, size, replace=False))
 
 
+def timestamps(ids: np.ndarray, n_frames: int) -> np.ndarray:
+    """The lip model's time input of frames `ids`: the source frame index over the clip's
+    length, the same in training and at render time (where it is the background frame's)."""
+    return (np.asarray(ids) / n_frames).astype(np.float32)
+
+
 def read_batch(data: WarpData, ids: np.ndarray, radius: int) -> dict[str, np.ndarray]:
     """One batch of frames from the shards, as numpy (what DataLoader workers produce)."""
     out = {name: data.read_field(name, ids) for name in FIELDS}
     ctx = context_indices(ids + AUDIO_OFFSET, radius, len(data))
     out["mel_context"] = data.read_field("mel", ctx.reshape(-1)).reshape(*ctx.shape, 80, 16)
-    out["time"] = (ids / len(data)).astype(np.float32)
+    out["time"] = timestamps(ids, len(data))
     return out
 
 
