@@ -46,8 +46,9 @@ def flops(fn) -> float:
 
 def train_speed(data, preset: str, steps: int, device: str, expert) -> dict:
     from speech2lip.config import TrainConfig
-    from speech2lip.train.loop import StepBatches, losses, to_device
-    from speech2lip.train.model import Speech2Lip
+    from speech2lip.data.batches import to_device
+    from speech2lip.models.assembled import Speech2Lip
+    from speech2lip.train.loop import StepBatches, losses
     from speech2lip.train.presets import resolve
 
     opts = resolve(TrainConfig(preset=preset))
@@ -77,10 +78,10 @@ def train_speed(data, preset: str, steps: int, device: str, expert) -> dict:
 
 def render_cost(data, device: str, threads: int, repeat: int) -> dict:
     from speech2lip.config import TrainConfig
+    from speech2lip.data.batches import to_tensors
     from speech2lip.models import BlendNet, ImplicitLips, render_points
+    from speech2lip.models.assembled import Speech2Lip
     from speech2lip.models.lips import crop_uv
-    from speech2lip.train.loop import to_tensors
-    from speech2lip.train.model import Speech2Lip
     from speech2lip.train.presets import resolve
 
     ours = Speech2Lip(data.canonical, resolve(TrainConfig()).sizes).to(device).eval()
@@ -167,9 +168,9 @@ def main() -> None:
     parser.add_argument("--compare-dir", default="/tmp/s2l-compare")
     args = parser.parse_args()
 
+    from speech2lip.data.shards import WarpData
+    from speech2lip.models.checkpoint import pick_device
     from speech2lip.models.syncnet import load_sync_expert
-    from speech2lip.train import pick_device
-    from speech2lip.warp.shards import WarpData
 
     torch.set_num_threads(args.threads)
     device = pick_device(args.device)

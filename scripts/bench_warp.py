@@ -23,7 +23,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from speech2lip.warp.shards import Field, WarpData, create_fields, shard_name, shard_ranges
+from speech2lip.data.shards import Field, WarpData, create_fields, shard_name, shard_ranges
 
 
 def build(src_index: Path, out: Path, n: int) -> None:

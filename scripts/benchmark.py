@@ -19,9 +19,9 @@ from pathlib import Path
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 
-from speech2lip.config import ResampleConfig, SampleConfig  # noqa: E402
-from speech2lip.resample import run as resample  # noqa: E402
-from speech2lip.sample import run as sample  # noqa: E402
+from speech2lip.config import ResampleConfig, SampleConfig
+from speech2lip.resample import run as resample
+from speech2lip.sample import run as sample
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from speech2lip.atomic import atomic_path, write_json
 from speech2lip.config import LandmarksConfig
 from speech2lip.errors import Speech2LipError
+from speech2lip.faces.landmarkers import largest
 from speech2lip.media import read_frames
 
 log = logging.getLogger(__name__)
@@ -72,11 +73,6 @@ def fill_gaps(
     for j in range(flat.shape[1]):
         filled.reshape(n, -1)[:, j] = np.interp(np.arange(n), idx, flat[:, j])
     return filled, ~found
-
-
-def largest(faces: list[np.ndarray]) -> np.ndarray:
-    """The face whose points span the largest area, from `(P, 2|3)` arrays."""
-    return faces[int(np.argmax([np.ptp(f[:, 0]) * np.ptp(f[:, 1]) for f in faces]))]
 
 
 def boxes(points: np.ndarray) -> np.ndarray:
@@ -131,7 +127,7 @@ def run(
     if cfg.backend == "mediapipe":
         points, found, faces = mediapipe_landmarks(logged(frames), n, cfg)
     else:
-        from speech2lip.fan import fan_landmarks
+        from speech2lip.faces.fan import fan_landmarks
 
         points, found, faces = fan_landmarks(logged(frames), n, cfg)
     if (faces > 1).any():

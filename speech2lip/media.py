@@ -299,3 +299,21 @@ def read_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
             f"{_tail(proc.stderr)}"
         )
     return np.frombuffer(proc.stdout, np.int16).astype(np.float32) / 32768.0
+
+
+FPS = 25
+
+
+SAMPLE_RATE = 16000
+
+
+SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
+
+
+def scale_filters(box: tuple[int, int, int, int], size: int | None) -> list[str]:
+    """ffmpeg filters: constant 25 fps, crop to `box`, resize to `size` x `size`."""
+    x, y, w, h = box
+    filters = [f"fps={FPS}", f"crop={w}:{h}:{x}:{y}"]
+    if size is not None and (w, h) != (size, size):
+        filters.append(f"scale={size}:{size}:flags=lanczos")
+    return filters + ["setsar=1"]

@@ -33,6 +33,7 @@ from speech2lip.config import PoseDepthConfig
 from speech2lip.errors import Speech2LipError
 from speech2lip.geometry import project, rasterize_depth, rotation_angle_deg
 from speech2lip.media import read_frames
+from speech2lip.pictures import save_png
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
@@ -166,12 +167,6 @@ def depth_picture(depth: np.ndarray) -> np.ndarray:
         colour = cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS)
         out[valid] = colour[valid][:, ::-1]
     return out
-
-
-def save_png(path: Path, rgb: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), np.ascontiguousarray(rgb[..., ::-1])):
-            raise Speech2LipError(f"could not write {path}")
 
 
 # ----------------------------------------------------------------------------- run

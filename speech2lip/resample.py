@@ -26,13 +26,20 @@ from speech2lip import __version__
 from speech2lip.atomic import atomic_path
 from speech2lip.config import ResampleConfig
 from speech2lip.errors import Speech2LipError
-from speech2lip.media import FrameWriter, Probe, probe, read_audio, read_frames
+from speech2lip.media import (
+    FPS,
+    SAMPLE_RATE,
+    SAMPLES_PER_FRAME,
+    FrameWriter,
+    Probe,
+    probe,
+    read_audio,
+    read_frames,
+    scale_filters,
+)
 
 log = logging.getLogger(__name__)
 
-FPS = 25
-SAMPLE_RATE = 16000
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
 SCHEMA_VERSION = 1
 
 
@@ -117,15 +124,6 @@ def fit_audio(audio: np.ndarray, offset_s: float, n_frames: int) -> tuple[np.nda
     }
 
 
-def scale_filters(box: tuple[int, int, int, int], size: int | None) -> list[str]:
-    """ffmpeg filters: constant 25 fps, crop to `box`, resize to `size` x `size`."""
-    x, y, w, h = box
-    filters = [f"fps={FPS}", f"crop={w}:{h}:{x}:{y}"]
-    if size is not None and (w, h) != (size, size):
-        filters.append(f"scale={size}:{size}:flags=lanczos")
-    return filters + ["setsar=1"]
-
-
 # ----------------------------------------------------------------------------- I/O
 def check_source(info: Probe, cfg: ResampleConfig) -> None:
     """Refuse sources the pipeline cannot learn from, with the fix in the message."""
@@ -160,7 +158,7 @@ def find_crop(info: Probe, cfg: ResampleConfig) -> tuple[tuple[int, int, int, in
         return (0, 0, info.width // 2 * 2, info.height // 2 * 2), "none"
     if not isinstance(cfg.crop, str):
         return check_box(cfg.crop, info.width, info.height, info.path), "explicit"
-    from speech2lip.facedetect import largest_face_boxes
+    from speech2lip.faces.detect import largest_face_boxes
 
     frames = sample_frames(info, cfg.detect_frames)
     boxes = largest_face_boxes(frames)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from speech2lip.warp import audio
+from speech2lip.data import audio
 
 DATA = Path(__file__).parent / "data"
 

@@ -12,12 +12,7 @@ import torch
 from conftest import encode, media
 
 from speech2lip import fit3dmm, landmarks, pose_depth, resample
-from speech2lip.config import (
-    Fit3dmmConfig,
-    LandmarksConfig,
-    PoseDepthConfig,
-    ResampleConfig,
-)
+from speech2lip.config import Fit3dmmConfig, LandmarksConfig, PoseDepthConfig, ResampleConfig
 from speech2lip.errors import Speech2LipError
 from speech2lip.landmarks import fill_gaps, runs
 from speech2lip.media import read_frames
@@ -124,7 +119,7 @@ def test_pose_depth_refuses_mismatched_counts(tmp_path, demo_geometry):
 
 # ----------------------------------------------------------------------------- FAN loader
 def test_fan_without_weights_names_the_file(tmp_path, monkeypatch):
-    from speech2lip import fan
+    from speech2lip.faces import fan
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(
@@ -137,7 +132,7 @@ def test_fan_loads_generated_weights(tmp_path, monkeypatch):
     from face_alignment.detection.sfd.net_s3fd import s3fd
     from face_alignment.models import FAN
 
-    from speech2lip import fan
+    from speech2lip.faces import fan
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     folder = tmp_path / "hub" / "checkpoints"
@@ -155,7 +150,7 @@ def test_fan_loads_generated_weights(tmp_path, monkeypatch):
 
 
 def test_fan_corrupt_weights(tmp_path, monkeypatch):
-    from speech2lip import fan
+    from speech2lip.faces import fan
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     folder = tmp_path / "hub" / "checkpoints"
@@ -181,7 +176,7 @@ def write_bfm(path: Path, v: int = 300, c: int = 5, seed: int = 0) -> dict:
 
 
 def test_bfm_loads_a_generated_file(tmp_path):
-    from speech2lip.bfm import load_bfm, load_bfm_model
+    from speech2lip.fit3dmm.bfm import load_bfm, load_bfm_model
 
     data = write_bfm(tmp_path / "01_MorphableModel.mat")
     bfm = load_bfm(tmp_path / "01_MorphableModel.mat")
@@ -205,7 +200,7 @@ def test_bfm_loads_a_generated_file(tmp_path):
 def test_bfm_errors(tmp_path, content, message):
     from scipy.io import savemat
 
-    from speech2lip.bfm import load_bfm
+    from speech2lip.fit3dmm.bfm import load_bfm
 
     path = tmp_path / "01_MorphableModel.mat"
     if content == "other":
@@ -217,7 +212,7 @@ def test_bfm_errors(tmp_path, content, message):
 
 
 def test_bfm_landmark_map_errors(tmp_path):
-    from speech2lip.bfm import load_bfm_model
+    from speech2lip.fit3dmm.bfm import load_bfm_model
 
     write_bfm(tmp_path / "bfm.mat")
     with pytest.raises(Speech2LipError, match="needs fit3dmm.bfm_landmarks"):
@@ -259,7 +254,7 @@ def test_bfm_model_runs_through_fit3dmm_and_pose_depth(tmp_path):
     from scipy.io import savemat
     from scipy.spatial import Delaunay
 
-    from speech2lip.bfm import load_bfm_model
+    from speech2lip.fit3dmm.bfm import load_bfm_model
     from speech2lip.geometry import intrinsics, project, rodrigues
     from speech2lip.media import FrameWriter
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from speech2lip.warp import gamem
+from speech2lip.geometry import gamem
 
 F = 300.0
 SIZE = 160

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from speech2lip.facemodel import FaceModel, build_subject_model, fit, similarity
 from speech2lip.fit3dmm import jitter, smooth_poses
+from speech2lip.fit3dmm.facemodel import FaceModel, build_subject_model, fit, similarity
 from speech2lip.geometry import (
     face_triangles,
     intrinsics,

@@ -25,7 +25,7 @@ from speech2lip.evaluate.metrics import (
     ssim,
     vertical_edges,
 )
-from speech2lip.evaluate.syncnet_v2 import (
+from speech2lip.models.syncnet_v2 import (
     SyncNetV2,
     audio_input,
     lip_input,

@@ -15,8 +15,9 @@ from conftest import encode
 from speech2lip.config import RenderConfig
 from speech2lip.errors import Speech2LipError
 from speech2lip.media import probe, read_frames
-from speech2lip.render import check_driving_audio, load_driving_audio, run
-from speech2lip.render.frames import FrameSource, paste_back, pingpong
+from speech2lip.render import run
+from speech2lip.renderer import check_driving_audio, load_driving_audio
+from speech2lip.renderer.frames import FrameSource, paste_back, pingpong
 
 
 def test_pingpong_plays_forwards_then_backwards():
@@ -100,7 +101,7 @@ def test_render_test_split_is_a_playable_mp4_with_audio(demo_model, demo_geometr
     # Outside the mouth boxes the frames are the background frames (up to H.264's error).
     got = np.stack(list(read_frames(out, meta["width"], meta["height"])))
     gt = np.stack(list(read_frames(frames, meta["width"], meta["height"])))[start:stop]
-    from speech2lip.warp.shards import WarpData
+    from speech2lip.data.shards import WarpData
 
     data = WarpData(index, fields=["mouth_origin"])
     ex, ey, ew, eh = data.index["extended_box"]
@@ -198,10 +199,10 @@ def test_streaming_memory_does_not_grow_with_the_length(demo_model, demo_geometr
 
 
 def _posed_frames(model_path, demo_warp, demo_geometry, offsets_deg, ids):
-    from speech2lip.render import FIELDS, Renderer, mel_contexts, paste
-    from speech2lip.render.pose import PoseControl
-    from speech2lip.train import load_model
-    from speech2lip.warp.shards import WarpData
+    from speech2lip.data.shards import WarpData
+    from speech2lip.models.checkpoint import load_model
+    from speech2lip.renderer import FIELDS, Renderer, mel_contexts, paste
+    from speech2lip.renderer.pose import PoseControl
 
     model = load_model(model_path)
     data = WarpData(demo_warp / "index.json", fields=FIELDS + ["mel"])
@@ -240,7 +241,7 @@ def test_a_yaw_offset_turns_the_head_and_leaves_no_holes(demo_model, demo_warp, 
 
 
 def test_pose_schedule_and_pose_file(tmp_path):
-    from speech2lip.render.pose import pose_schedule, rotation
+    from speech2lip.renderer.pose import pose_schedule, rotation
 
     cfg = RenderConfig(pose_offset=(5, 0, 0), pose_sweep=(0, 10, 0), pose_period=2.0)
     offsets = pose_schedule(51, cfg)

@@ -14,13 +14,7 @@ from conftest import encode, index_frame
 from speech2lip.config import ResampleConfig
 from speech2lip.errors import Speech2LipError
 from speech2lip.media import read_frames
-from speech2lip.resample import (
-    content_box,
-    fit_audio,
-    run,
-    split_indices,
-    square_around,
-)
+from speech2lip.resample import content_box, fit_audio, run, split_indices, square_around
 
 NO_CROP = ResampleConfig(crop="none", size=None)
 

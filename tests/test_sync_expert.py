@@ -10,8 +10,9 @@ import torch
 
 from speech2lip.config import SyncExpertConfig
 from speech2lip.errors import Speech2LipError
+from speech2lip.models.expert import negatives, offset_curve, window_starts
 from speech2lip.models.syncnet import SyncNetColor, load_sync_expert
-from speech2lip.sync_expert import negatives, offset_curve, run, verdict, window_starts
+from speech2lip.sync_expert import run, verdict
 
 
 def test_window_starts_stay_inside_the_ids():
@@ -75,7 +76,7 @@ def test_verdict_reasons():
 
 
 def test_load_checked_gives_the_expert_only_when_its_check_passed(tmp_path):
-    from speech2lip.sync_expert import load_checked
+    from speech2lip.models.expert import load_checked
 
     assert load_checked(tmp_path / "expert.pt")[0] is None  # missing: no expert, no error
     for usable in (False, True):

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from speech2lip.data.shards import WarpData
 from speech2lip.errors import Speech2LipError
+from speech2lip.models.assembled import ModelSizes, Speech2Lip
 from speech2lip.train.loop import LoopOptions, batch_ids, train
-from speech2lip.train.model import ModelSizes, Speech2Lip
-from speech2lip.warp.shards import WarpData
 
 TINY = ModelSizes(audio_dim=16, audio_radius=1, uv_freqs=4, time_freqs=2, width=32, depth=3,
                   skip=2, blend_channels=(8, 16))  # fmt: skip
@@ -29,7 +29,7 @@ def test_model_pieces_shapes_and_gradients(demo_warp):
     lx, ly, lw, lh = data.index["lip_box"]
     ex, ey, ew, eh = data.index["extended_box"]
     ids = np.array([3, 40])
-    from speech2lip.train.loop import to_tensors
+    from speech2lip.data.batches import to_tensors
 
     batch = to_tensors(data, ids, TINY.audio_radius, "cpu")
     code = model.audio_code(batch["mel_context"])
@@ -107,8 +107,9 @@ def test_train_stage_writes_a_model_that_rebuilds_alone(demo_warp, tmp_path):
     import json
 
     from speech2lip.config import TrainConfig
-    from speech2lip.train import load_model, run
-    from speech2lip.train.loop import to_tensors
+    from speech2lip.data.batches import to_tensors
+    from speech2lip.models.checkpoint import load_model
+    from speech2lip.train import run
 
     cfg = TrainConfig(steps=4, batch_frames=2, width=16, depth=2, skip=0, uv_freqs=2,
                       audio_dim=8, audio_radius=1, blend_channels=(4, 8), checkpoint_every=2,
@@ -198,9 +199,10 @@ def test_a_short_run_beats_the_static_mouth_on_held_out_speech(demo_warp, tmp_pa
 
 
 def test_sync_loss_reaches_the_lips_through_in_and_off_sync_pairs(demo_warp):
+    from speech2lip.data.batches import to_device
+    from speech2lip.models.expert import window_starts
     from speech2lip.models.syncnet import SyncNetColor
-    from speech2lip.sync_expert import window_starts
-    from speech2lip.train.loop import read_sync_batch, sync_loss, sync_windows, to_device
+    from speech2lip.train.loop import read_sync_batch, sync_loss, sync_windows
 
     data = WarpData(demo_warp / "index.json")
     model = Speech2Lip(data.canonical, TINY)

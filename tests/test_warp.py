@@ -14,8 +14,8 @@ from conftest import FAST_FIT, media
 
 from speech2lip import fit3dmm, landmarks, pose_depth, resample, warp
 from speech2lip.config import LandmarksConfig, PoseDepthConfig, ResampleConfig, WarpConfig
+from speech2lip.data.shards import SCHEMA_VERSION, Field, WarpData, create_fields
 from speech2lip.errors import Speech2LipError
-from speech2lip.warp.shards import SCHEMA_VERSION, Field, WarpData, create_fields
 
 SMALL = WarpConfig(shard_frames=32, qa_frames=4)
 

@@ -32,7 +32,7 @@ from speech2lip import __version__
 from speech2lip.atomic import write_json
 from speech2lip.config import EvaluateConfig, RenderConfig
 from speech2lip.errors import Speech2LipError
-from speech2lip.resample import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from speech2lip.media import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +102,9 @@ class Evaluation:
     """Inputs shared by the measurements of every method."""
 
     def __init__(self, model_path, index_path, frames_path, meta_path, cfg, device):
-        from speech2lip.render import FIELDS, Renderer
-        from speech2lip.train import load_model
-        from speech2lip.warp.shards import WarpData
+        from speech2lip.data.shards import WarpData
+        from speech2lip.models.checkpoint import load_model
+        from speech2lip.renderer import FIELDS, Renderer
 
         self.cfg, self.device = cfg, device
         self.meta = json.loads(Path(meta_path).read_text())
@@ -119,8 +119,7 @@ class Evaluation:
 
     def decode(self, video: Path, pasted_back: bool, limit: int):
         """A rendered video's frames in the resampled geometry."""
-        from speech2lip.media import read_frames
-        from speech2lip.resample import scale_filters
+        from speech2lip.media import read_frames, scale_filters
 
         w, h = self.meta["width"], self.meta["height"]
         filters = []
@@ -147,7 +146,7 @@ class Evaluation:
         """The own expert's offset curve over the track's windows (mel: per frame)."""
         import torch
 
-        from speech2lip.sync_expert import curve_summary, offset_curve
+        from speech2lip.models.expert import curve_summary, offset_curve
 
         if expert is None or len(track.sync_crops) < 6:
             return None
@@ -181,10 +180,10 @@ def run(
 
     from speech2lip.evaluate import report
     from speech2lip.evaluate.measure import measure
-    from speech2lip.render import stream_video
-    from speech2lip.render.frames import pingpong
-    from speech2lip.sync_expert import load_checked
-    from speech2lip.train import pick_device
+    from speech2lip.models.checkpoint import pick_device
+    from speech2lip.models.expert import load_checked
+    from speech2lip.renderer import stream_video
+    from speech2lip.renderer.frames import pingpong
 
     t0 = time.monotonic()
     torch.set_num_threads(max(1, threads))
@@ -207,7 +206,7 @@ def run(
     expert, _, expert_state = load_checked(Path(expert_dir) / "expert.pt")
     syncnet = None
     if cfg.syncnet:
-        from speech2lip.evaluate.syncnet_v2 import load_syncnet_v2
+        from speech2lip.models.syncnet_v2 import load_syncnet_v2
 
         syncnet = load_syncnet_v2(cfg.syncnet).to(dev)
     wav, _ = sf.read(audio_path, dtype="float32")
@@ -218,7 +217,7 @@ def run(
         if syncnet is None:
             return None
         from speech2lip.evaluate.metrics import distance_curve, lse
-        from speech2lip.evaluate.syncnet_v2 import syncnet_features
+        from speech2lip.models.syncnet_v2 import syncnet_features
 
         v, a = syncnet_features(syncnet, np.stack(track.face_crops), audio)
         return lse(distance_curve(v, a))
@@ -264,8 +263,8 @@ def run(
 
     driven_rows = {}
     for path in driven:
+        from speech2lip.data.audio import frame_mel_windows
         from speech2lip.media import probe, read_audio
-        from speech2lip.warp.audio import frame_mel_windows
 
         path = Path(path)
         n = int(round(probe(path).duration * FPS))

@@ -79,7 +79,7 @@ class Landmarker:
             )  # fmt: skip
             self.index, self.inner = list(metrics.MEDIAPIPE_LIPS), MP_INNER
         else:
-            from speech2lip.fan import load
+            from speech2lip.faces.fan import load
 
             self.fan = load("2D", "cpu")
             self.index, self.inner = metrics.FAN_MOUTH, FAN_INNER
@@ -92,7 +92,7 @@ class Landmarker:
             if not faces:
                 return None
             return np.array([[p.x * w, p.y * h] for p in faces[0].landmark], np.float32)
-        from speech2lip.landmarks import largest
+        from speech2lip.faces.landmarkers import largest
 
         found = self.fan.get_landmarks_from_image(np.ascontiguousarray(frame))
         return None if not found else np.asarray(largest(found)[:, :2], np.float32)
@@ -118,7 +118,7 @@ def measure(
     crops at `face_boxes` (None: skip) and the mouth boxes of frames `keep` (`Track.tiles`)."""
     import torch
 
-    from speech2lip.sync_expert import resize_crops
+    from speech2lip.models.expert import resize_crops
 
     ew, eh = box_size
     keep = set(int(k) for k in keep)

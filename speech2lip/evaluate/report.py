@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from speech2lip.atomic import atomic_path
-from speech2lip.resample import FPS
+from speech2lip.media import FPS
 
 COLUMNS = [  # key, header, format, better
     ("psnr_db", "mouth PSNR (dB)", "{:.2f}", "higher"),

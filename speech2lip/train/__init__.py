@@ -10,65 +10,18 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import logging
 import time
 from pathlib import Path
 
 import numpy as np
 
-from speech2lip import __version__
 from speech2lip.atomic import atomic_path, write_json
 from speech2lip.config import TrainConfig
 from speech2lip.errors import Speech2LipError
+from speech2lip.models.checkpoint import pick_device, save_model
 
 log = logging.getLogger(__name__)
-
-
-def pick_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise Speech2LipError("--device cuda: no CUDA device is visible (use --device auto)")
-    return name
-
-
-def save_model(path: Path, model, opts, data) -> None:
-    """`model.pt`: weights + sizes + canonical data + options: `load_model` needs nothing else."""
-    import torch
-
-    canonical = {k: np.asarray(data.canonical[k]) for k in
-                 ("lip_box", "extended_box", "K", "canonical_depth", "frame")}  # fmt: skip
-    canonical["canonical_index"] = np.asarray(int(data.canonical["canonical_index"]))
-    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in canonical.items()}
-    state = {"model": model.state_dict(), "sizes": dataclasses.asdict(opts.sizes),
-             "canonical": tensors,
-             "options": json.dumps(dataclasses.asdict(opts)), "digest": opts.digest(),
-             "n_frames": len(data), "version": __version__}  # fmt: skip
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_model(path: str | Path, device: str = "cpu"):
-    """Rebuild the trained `Speech2Lip` from `model.pt` alone."""
-    import torch
-
-    from speech2lip.train.model import ModelSizes, Speech2Lip
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise Speech2LipError(f"{path} not found; run the train stage first") from None
-    except Exception as exc:
-        raise Speech2LipError(f"{path}: not a readable model ({exc}); re-run train") from None
-    sizes = state["sizes"]
-    sizes["blend_channels"] = tuple(sizes["blend_channels"])
-    canonical = {k: v.numpy() for k, v in state["canonical"].items()}
-    model = Speech2Lip(canonical, ModelSizes(**sizes))
-    model.load_state_dict(state["model"])
-    return model.to(device).eval()
 
 
 def preview(model, data, ids: np.ndarray, radius: int, device: str) -> np.ndarray:
@@ -128,7 +81,7 @@ def sync_setup(expert_path, opts):
     """The frozen sync expert (for L_s and the held-out sync check) and the options aligned at
     its measured offset, or (None, options without L_s) with the reason: the expert is used
     only when the `sync_expert` stage found it usable on ground truth."""
-    from speech2lip.sync_expert import load_checked
+    from speech2lip.models.expert import load_checked
 
     off = dataclasses.replace(opts, sync_weight=0.0)
     if not expert_path:
@@ -160,12 +113,12 @@ def run(index_path, out_dir, cfg: TrainConfig, threads: int = 1, resume: str = "
     `expert`: the `sync_expert` stage's expert.pt, for L_s."""
     import torch
 
+    from speech2lip.data.shards import WarpData
     from speech2lip.models.losses import perceptual_loss
-    from speech2lip.pose_depth import save_png
+    from speech2lip.pictures import save_png
     from speech2lip.train.heldout import heldout_scores, mean_mouth_psnr, static_psnr
     from speech2lip.train.loop import pick_precision, train
     from speech2lip.train.presets import resolve
-    from speech2lip.warp.shards import WarpData
 
     t0 = time.monotonic()
     out_dir = Path(out_dir)

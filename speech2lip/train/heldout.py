@@ -11,10 +11,10 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from speech2lip.sync_expert import curve_summary, offset_curve, resize_crops, window_starts
-from speech2lip.train.loop import to_tensors
-from speech2lip.train.model import Speech2Lip
-from speech2lip.warp.shards import WarpData
+from speech2lip.data.batches import to_tensors
+from speech2lip.data.shards import WarpData
+from speech2lip.models.assembled import Speech2Lip
+from speech2lip.models.expert import curve_summary, offset_curve, resize_crops, window_starts
 
 
 def _psnr(err: float, count: float) -> float:

@@ -25,24 +25,22 @@ import torch.nn.functional as F
 
 from speech2lip import __version__
 from speech2lip.atomic import atomic_path
+from speech2lip.data.batches import (
+    read_batch,
+    to_device,
+)
+from speech2lip.data.shards import WarpData
 from speech2lip.errors import Speech2LipError
 from speech2lip.models import black_holes, render_points
+from speech2lip.models.assembled import ModelSizes, Speech2Lip
+from speech2lip.models.expert import WINDOW, negatives, window_starts
 from speech2lip.models.losses import contrastive_sync_loss
 from speech2lip.models.syncnet import expert_faces
-from speech2lip.sync_expert import WINDOW, negatives, window_starts
-from speech2lip.train.model import ModelSizes, Speech2Lip
-from speech2lip.warp.audio import context_indices
-from speech2lip.warp.shards import WarpData
 
 log = logging.getLogger(__name__)
 
-FIELDS = ["canonical_lips", "canonical_mask", "mouth", "mouth_origin", "relative_pose",
-          "c2o_grid", "c2o_mask"]  # fmt: skip
 LOG_COLUMNS = ["step", "seconds", "total", "lips", "perceptual", "depth", "mouth",
                "mouth_perceptual", "sync"]  # fmt: skip
-# Frame i's audio code is built from the mel windows of frames i + AUDIO_OFFSET - r ..
-# i + AUDIO_OFFSET + r: with -2 the centre window (0.2 s = 5 frames) is centred on frame i.
-AUDIO_OFFSET = -2
 SYNC_SCALE = 2  # L_s composes its windows at half the mouth box's resolution
 
 
@@ -116,21 +114,6 @@ def batch_ids(train_ids: np.ndarray, seed: int, step: int, size: int) -> np.ndar
     return np.sort(np.random.default_rng([seed, step]).choice(train_ids, size, replace=False))
 
 
-def timestamps(ids: np.ndarray, n_frames: int) -> np.ndarray:
-    """The lip model's time input of frames `ids`: the source frame index over the clip's
-    length, the same in training and at render time (where it is the background frame's)."""
-    return (np.asarray(ids) / n_frames).astype(np.float32)
-
-
-def read_batch(data: WarpData, ids: np.ndarray, radius: int) -> dict[str, np.ndarray]:
-    """One batch of frames from the shards, as numpy (what DataLoader workers produce)."""
-    out = {name: data.read_field(name, ids) for name in FIELDS}
-    ctx = context_indices(ids + AUDIO_OFFSET, radius, len(data))
-    out["mel_context"] = data.read_field("mel", ctx.reshape(-1)).reshape(*ctx.shape, 80, 16)
-    out["time"] = timestamps(ids, len(data))
-    return out
-
-
 def sync_windows(
     starts: np.ndarray, seed: int, step: int, count: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -153,25 +136,6 @@ def read_sync_batch(
     out["sync_mel"] = data.read_field("mel", np.clip(starts + offset, 0, n - 1))
     out["sync_wrong_mel"] = data.read_field("mel", wrong)
     return out
-
-
-def to_device(arrays: dict[str, np.ndarray], device) -> dict[str, torch.Tensor]:
-    """A numpy batch as tensors on `device` (images in 0..1, masks bool, poses float32)."""
-    out = {k: torch.as_tensor(np.ascontiguousarray(v)).to(device) for k, v in arrays.items()}
-    for key in list(out):
-        name = key.removeprefix("sync_")
-        if name in ("canonical_lips", "mouth"):
-            out[key] = out[key].permute(0, 3, 1, 2).float() / 255
-        elif name in ("canonical_mask", "c2o_mask"):
-            out[key] = out[key].bool()
-        elif name in ("relative_pose", "c2o_grid"):
-            out[key] = out[key].float()
-    return out
-
-
-def to_tensors(data: WarpData, ids: np.ndarray, radius: int, device) -> dict[str, torch.Tensor]:
-    """One batch of frames from the shards as tensors on `device`."""
-    return to_device(read_batch(data, ids, radius), device)
 
 
 def _as_is(item):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from speech2lip.config import TrainConfig
+from speech2lip.models.assembled import ModelSizes
 from speech2lip.train.loop import LoopOptions
-from speech2lip.train.model import ModelSizes
 
 PRESETS: dict[str, dict] = {
     # Small enough that the whole demo pipeline trains in minutes on a 2-core CPU. No

@@ -35,11 +35,8 @@ from tqdm import tqdm
 from speech2lip import __version__
 from speech2lip.atomic import atomic_path, write_json
 from speech2lip.config import WarpConfig
-from speech2lip.errors import Speech2LipError
-from speech2lip.warp import audio as audio_features
-from speech2lip.warp.qa import qa_pictures
-from speech2lip.warp.regions import box_origins, extended_box, lip_box, lip_points
-from speech2lip.warp.shards import (
+from speech2lip.data import audio as audio_features
+from speech2lip.data.shards import (
     CANONICAL_FILE,
     SCHEMA_VERSION,
     SHARD_DIR,
@@ -48,6 +45,9 @@ from speech2lip.warp.shards import (
     shard_name,
     shard_ranges,
 )
+from speech2lip.errors import Speech2LipError
+from speech2lip.geometry.regions import box_origins, extended_box, lip_box, lip_points
+from speech2lip.warp.qa import qa_pictures
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def warp_batch(
     fields (numpy) plus `roundtrip_psnr` `(B,)`: O2C then C2O against the observed mouth box."""
     import torch
 
-    from speech2lip.warp import gamem
+    from speech2lip.geometry import gamem
 
     b, height, width = frames.shape[:3]
     lx, ly, lw, lh = lips

@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from speech2lip.pose_depth import save_png
+from speech2lip.pictures import save_png
 
 
 def _fit(img: np.ndarray, height: int) -> np.ndarray:

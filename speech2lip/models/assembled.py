@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from speech2lip.geometry import gamem
 from speech2lip.models import (
     AudioEncoder,
     AudioSmoother,
@@ -26,7 +27,6 @@ from speech2lip.models import (
     render_points,
 )
 from speech2lip.models.lips import crop_uv
-from speech2lip.warp import gamem
 
 FEATHER_PX = 8.0  # canonical-crop pixels over which the pasted lips fade in at the crop's edge
 

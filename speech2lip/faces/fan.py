@@ -76,7 +76,7 @@ def load(kind: str = "2D", device: str = "cpu"):
 
 def fan_landmarks(frames: Iterable[np.ndarray], n_frames: int, cfg: LandmarksConfig):
     """68 FAN landmarks per frame: `(N, 68, 3)` points (z = 0 for 2D), found mask, face counts."""
-    from speech2lip.landmarks import largest
+    from speech2lip.faces.landmarkers import largest
 
     model = load(cfg.fan_type, "cpu")
     points = np.zeros((n_frames, 68, 3), np.float32)

@@ -15,8 +15,7 @@ import cv2
 import numpy as np
 
 from speech2lip.errors import Speech2LipError
-from speech2lip.media import read_frames
-from speech2lip.resample import FPS
+from speech2lip.media import FPS, read_frames
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +90,7 @@ class SourceFrames(FrameSource):
 
     def __init__(self, source: str | Path, meta: dict, resampled: FrameSource,
                  chunk: int = 8) -> None:  # fmt: skip
-        from speech2lip.resample import scale_filters
+        from speech2lip.media import scale_filters
 
         width, height = meta["crop"]["source_size"]
         super().__init__(source, width, height, meta["n_frames"], chunk, (f"fps={FPS}",))

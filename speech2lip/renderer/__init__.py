@@ -1,4 +1,5 @@
-"""Stage `render`: the trained model's frames, streamed into ffmpeg with the audio muxed in.
+"""The renderer (a library used by the `render` stage and the evaluation): the model's frames,
+streamed into ffmpeg with the audio muxed in.
 
 Per output frame j with background frame b(j) of the subject's video: the audio code of the
 mel windows around j -> canonical lips (the render-time estimator) -> C2O with the learned
@@ -12,7 +13,7 @@ of frame b (nothing else changes) -> (optionally) paste back into the original u
   sample rate; resampled to 16 kHz mono). Background frames play the subject's video from
   `start_frame`, forwards and backwards (ping-pong) when the audio is longer.
 - Pose control (`pose_offset`, `pose_sweep`, `pose_file`): each background frame's head is
-  re-posed by warping with the learned canonical depth (see `speech2lip.render.pose`).
+  re-posed by warping with the learned canonical depth (see `speech2lip.renderer.pose`).
 
 Frames are rendered `batch_frames` at a time and written as they come: memory stays bounded
 whatever the audio's length (decoders hold a few frames; nothing holds the video).
@@ -20,8 +21,6 @@ whatever the audio's length (decoders hold a few frames; nothing holds the video
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import tempfile
 import time
@@ -34,8 +33,8 @@ from tqdm import tqdm
 from speech2lip.atomic import atomic_path
 from speech2lip.config import RenderConfig
 from speech2lip.errors import Speech2LipError
-from speech2lip.render.frames import FrameSource, SourceFrames, paste_back, pingpong
-from speech2lip.resample import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from speech2lip.media import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from speech2lip.renderer.frames import FrameSource, SourceFrames, paste_back
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +73,8 @@ def load_driving_audio(path) -> np.ndarray:
 def mel_contexts(mel: np.ndarray, radius: int) -> np.ndarray:
     """The lip model's audio input for every output frame: `(n, 2r+1, 80, 16)` mel windows
     around it (the training loop's `AUDIO_OFFSET` centring)."""
-    from speech2lip.train.loop import AUDIO_OFFSET
-    from speech2lip.warp.audio import context_indices
+    from speech2lip.data.audio import context_indices
+    from speech2lip.data.batches import AUDIO_OFFSET
 
     return mel[context_indices(np.arange(len(mel)) + AUDIO_OFFSET, radius, len(mel))]
 
@@ -94,7 +93,7 @@ class Renderer:
         replaces the generated lips (the baselines)."""
         import torch
 
-        from speech2lip.train.loop import timestamps, to_device
+        from speech2lip.data.batches import timestamps, to_device
 
         arrays = self.data.read(background)
         b = to_device({k: arrays[k] for k in FIELDS}, self.device)
@@ -133,7 +132,7 @@ def stream_video(
 ) -> dict:
     """Render output frames (mel windows `mel` `(n, 80, 16)`, backgrounds `(n,)`), stream them
     into ffmpeg with `wav` (16 kHz mono, n * 640 samples) muxed, write `out_path` atomically.
-    `pose`: a `speech2lip.render.pose.PoseControl` or None. `lips_for(out_ids, bg_ids)`: the
+    `pose`: a `speech2lip.renderer.pose.PoseControl` or None. `lips_for(out_ids, bg_ids)`: the
     lips to paste instead of the model's (baselines)."""
     from speech2lip.media import FrameWriter
 
@@ -189,70 +188,4 @@ def stream_video(
     if source is not None and source.worst > 0:
         log.warning("%s: a source frame could not be aligned exactly with frames.mkv (mean "
                     "difference %.2f grey levels)", desc, source.worst)  # fmt: skip
-    return stats
-
-
-def run(
-    model_path,
-    index_path,
-    frames_path,
-    meta_path,
-    audio_path,
-    out_path,
-    cfg: RenderConfig,
-    driving: str | None = None,
-    source: str | None = None,
-    threads: int = 1,
-    device: str = "auto",
-) -> dict:
-    """Render `out_path`: the test split with its own audio (`audio_path`, the resample
-    stage's audio.wav), or `driving` audio over ping-pong backgrounds. `source`: the original
-    video, for `output_size: source`. Writes `out_path` and `<out_path stem>.json` (figures)."""
-    import torch
-
-    from speech2lip.render.pose import PoseControl, pose_schedule
-    from speech2lip.train import load_model, pick_device
-    from speech2lip.warp.audio import frame_mel_windows
-    from speech2lip.warp.shards import WarpData
-
-    torch.set_num_threads(max(1, threads))
-    dev = pick_device(device)
-    out_path = Path(out_path)
-    meta = json.loads(Path(meta_path).read_text())
-    model = load_model(model_path, dev)
-    data = WarpData(index_path, fields=FIELDS + ["mel"])
-    if len(data) != meta["n_frames"]:
-        raise Speech2LipError(
-            f"{index_path} has {len(data)} frames, {meta_path} {meta['n_frames']}: re-run warp"
-        )
-    if driving is None:
-        ids = data.split_ids("test")
-        if len(ids) == 0:
-            raise Speech2LipError(f"{index_path}: the test split is empty")
-        wav, _ = sf.read(audio_path, dtype="float32")
-        wav = wav[ids[0] * SAMPLES_PER_FRAME : (ids[-1] + 1) * SAMPLES_PER_FRAME]
-        mel, background, what = data.read_field("mel", ids), ids, "the test split"
-    else:
-        wav = load_driving_audio(driving)
-        mel = frame_mel_windows(wav, len(wav) // SAMPLES_PER_FRAME)
-        background = pingpong(len(mel), len(data), cfg.start_frame)
-        what = f"driving audio {driving}"
-    log.info("render: %s, %d frames (%.1f s) on %s", what, len(mel), len(mel) / FPS, dev)
-    offsets = pose_schedule(len(mel), cfg)
-    pose = None
-    if np.abs(offsets).max() > 0:
-        pose = PoseControl(model, offsets, data.canonical["canonical_pose"])
-    renderer = Renderer(model, data, cfg, dev)
-    stats = stream_video(renderer, mel, background, wav, out_path, Path(frames_path), meta,
-                         source, pose)  # fmt: skip
-    stats.update({"audio": str(driving) if driving else "test split", "device": dev,
-                  "config": dataclasses.asdict(cfg), "start_frame": cfg.start_frame,
-                  "pose_control": pose is not None,
-                  "background": "test split frames" if driving is None else
-                  f"ping-pong from frame {cfg.start_frame}"})  # fmt: skip
-    from speech2lip.atomic import write_json
-
-    write_json(out_path.with_suffix(".json"), stats)
-    log.info("render: %d frames in %.1f s (%.1f frames/s) -> %s", stats["frames"],
-             stats["seconds"], stats["frames_per_second"], out_path)  # fmt: skip
     return stats

@@ -27,7 +27,7 @@ from scipy.signal import savgol_filter
 from speech2lip.atomic import atomic_path, write_json
 from speech2lip.config import Fit3dmmConfig
 from speech2lip.errors import Speech2LipError
-from speech2lip.facemodel import FaceModel, backproject_shapes, build_subject_model, fit
+from speech2lip.fit3dmm.facemodel import FaceModel, backproject_shapes, build_subject_model, fit
 from speech2lip.geometry import face_triangles, intrinsics, rodrigues
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def model_for(
 ) -> tuple[FaceModel, FaceModel, np.ndarray]:
     """(landmark model, mesh model, mesh triangles) for the configured face model."""
     if cfg.model == "bfm":
-        from speech2lip.bfm import load_bfm_model
+        from speech2lip.fit3dmm.bfm import load_bfm_model
 
         return load_bfm_model(cfg.bfm_path, cfg.bfm_landmarks, points.shape[1], cfg.eye_distance_m)
     if points.shape[1] != 478:

@@ -213,7 +213,7 @@ class WarpData:
     def mel_context(self, frame: int, radius: int) -> np.ndarray:
         """Mel windows of frames `frame - radius .. frame + radius` (clamped to the clip):
         `(2 * radius + 1, 80, 16)`, for smoothing the audio code over neighbouring windows."""
-        from speech2lip.warp.audio import context_indices
+        from speech2lip.data.audio import context_indices
 
         ids = context_indices(self._check(frame), radius, self.n_frames)
         if self._memory is not None and "mel" in self._memory:

@@ -35,8 +35,8 @@ from numpy.typing import ArrayLike, NDArray
 from torch import Tensor, nn
 
 from speech2lip.errors import Speech2LipError
+from speech2lip.media import SAMPLE_RATE, SAMPLES_PER_FRAME
 from speech2lip.models.syncnet import load_weights, read_checkpoint
-from speech2lip.resample import SAMPLE_RATE, SAMPLES_PER_FRAME
 
 SYNCNET_REPO = "https://github.com/joonson/syncnet_python"
 SYNCNET_V2_URL = "http://www.robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.model"

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from speech2lip.errors import Speech2LipError
-from speech2lip.facemodel import FaceModel
+from speech2lip.fit3dmm.facemodel import FaceModel
 
 FLIP = np.array([1.0, -1.0, -1.0])  # BFM (y up, z to viewer) -> ours (y down, z away)
 EYE_CORNERS = {68: (36, 45), 478: (33, 263)}

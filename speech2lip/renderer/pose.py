@@ -29,11 +29,11 @@ import cv2
 import numpy as np
 import torch
 
+from speech2lip.data.batches import timestamps
 from speech2lip.errors import Speech2LipError
-from speech2lip.resample import FPS
-from speech2lip.train.loop import timestamps
-from speech2lip.warp import gamem
-from speech2lip.warp.regions import box_origins
+from speech2lip.geometry import gamem
+from speech2lip.geometry.regions import box_origins
+from speech2lip.media import FPS
 
 
 def rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:

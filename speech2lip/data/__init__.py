@@ -1,0 +1,1 @@
+"""Data the stages hand over: warp shards (writer and reader), audio features, batches."""

@@ -1,0 +1,60 @@
+"""`model.pt`: save and rebuild the trained model (weights, sizes, canonical data, options);
+the compute device choice (`auto` | `cpu` | `cuda`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from speech2lip import __version__
+from speech2lip.atomic import atomic_path
+from speech2lip.errors import Speech2LipError
+
+
+def pick_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise Speech2LipError("--device cuda: no CUDA device is visible (use --device auto)")
+    return name
+
+
+def save_model(path: Path, model, opts, data) -> None:
+    """`model.pt`: weights + sizes + canonical data + options: `load_model` needs nothing else."""
+    import torch
+
+    canonical = {k: np.asarray(data.canonical[k]) for k in
+                 ("lip_box", "extended_box", "K", "canonical_depth", "frame")}  # fmt: skip
+    canonical["canonical_index"] = np.asarray(int(data.canonical["canonical_index"]))
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in canonical.items()}
+    state = {"model": model.state_dict(), "sizes": dataclasses.asdict(opts.sizes),
+             "canonical": tensors,
+             "options": json.dumps(dataclasses.asdict(opts)), "digest": opts.digest(),
+             "n_frames": len(data), "version": __version__}  # fmt: skip
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_model(path: str | Path, device: str = "cpu"):
+    """Rebuild the trained `Speech2Lip` from `model.pt` alone."""
+    import torch
+
+    from speech2lip.models.assembled import ModelSizes, Speech2Lip
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise Speech2LipError(f"{path} not found; run the train stage first") from None
+    except Exception as exc:
+        raise Speech2LipError(f"{path}: not a readable model ({exc}); re-run train") from None
+    sizes = state["sizes"]
+    sizes["blend_channels"] = tuple(sizes["blend_channels"])
+    canonical = {k: v.numpy() for k, v in state["canonical"].items()}
+    model = Speech2Lip(canonical, ModelSizes(**sizes))
+    model.load_state_dict(state["model"])
+    return model.to(device).eval()

@@ -1,0 +1,94 @@
+"""Stage `render`: the trained model's frames for the test split or a driving audio.
+
+Thin I/O over `speech2lip.renderer` (which holds the renderer itself, shared with anything else
+that renders: the pipeline's evaluation, later a live mode):
+
+- `results/{subject}/video.mp4`: the held-out test split re-synthesised from its own audio,
+  over its own frames: comparable with the ground truth frame by frame.
+- `results/{subject}/driven/{name}.mp4`: any driving audio over ping-pong backgrounds.
+- Each video's figures go next to it as `<stem>.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from speech2lip.config import RenderConfig
+from speech2lip.errors import Speech2LipError
+from speech2lip.media import FPS, SAMPLES_PER_FRAME
+from speech2lip.renderer import FIELDS, Renderer, load_driving_audio, stream_video
+from speech2lip.renderer.frames import pingpong
+
+log = logging.getLogger(__name__)
+
+
+def run(
+    model_path,
+    index_path,
+    frames_path,
+    meta_path,
+    audio_path,
+    out_path,
+    cfg: RenderConfig,
+    driving: str | None = None,
+    source: str | None = None,
+    threads: int = 1,
+    device: str = "auto",
+) -> dict:
+    """Render `out_path`: the test split with its own audio (`audio_path`, the resample
+    stage's audio.wav), or `driving` audio over ping-pong backgrounds. `source`: the original
+    video, for `output_size: source`. Writes `out_path` and `<out_path stem>.json` (figures)."""
+    import torch
+
+    from speech2lip.data.audio import frame_mel_windows
+    from speech2lip.data.shards import WarpData
+    from speech2lip.models.checkpoint import load_model, pick_device
+    from speech2lip.renderer.pose import PoseControl, pose_schedule
+
+    torch.set_num_threads(max(1, threads))
+    dev = pick_device(device)
+    out_path = Path(out_path)
+    meta = json.loads(Path(meta_path).read_text())
+    model = load_model(model_path, dev)
+    data = WarpData(index_path, fields=FIELDS + ["mel"])
+    if len(data) != meta["n_frames"]:
+        raise Speech2LipError(
+            f"{index_path} has {len(data)} frames, {meta_path} {meta['n_frames']}: re-run warp"
+        )
+    if driving is None:
+        ids = data.split_ids("test")
+        if len(ids) == 0:
+            raise Speech2LipError(f"{index_path}: the test split is empty")
+        wav, _ = sf.read(audio_path, dtype="float32")
+        wav = wav[ids[0] * SAMPLES_PER_FRAME : (ids[-1] + 1) * SAMPLES_PER_FRAME]
+        mel, background, what = data.read_field("mel", ids), ids, "the test split"
+    else:
+        wav = load_driving_audio(driving)
+        mel = frame_mel_windows(wav, len(wav) // SAMPLES_PER_FRAME)
+        background = pingpong(len(mel), len(data), cfg.start_frame)
+        what = f"driving audio {driving}"
+    log.info("render: %s, %d frames (%.1f s) on %s", what, len(mel), len(mel) / FPS, dev)
+    offsets = pose_schedule(len(mel), cfg)
+    pose = None
+    if np.abs(offsets).max() > 0:
+        pose = PoseControl(model, offsets, data.canonical["canonical_pose"])
+    renderer = Renderer(model, data, cfg, dev)
+    stats = stream_video(renderer, mel, background, wav, out_path, Path(frames_path), meta,
+                         source, pose)  # fmt: skip
+    stats.update({"audio": str(driving) if driving else "test split", "device": dev,
+                  "config": dataclasses.asdict(cfg), "start_frame": cfg.start_frame,
+                  "pose_control": pose is not None,
+                  "background": "test split frames" if driving is None else
+                  f"ping-pong from frame {cfg.start_frame}"})  # fmt: skip
+    from speech2lip.atomic import write_json
+
+    write_json(out_path.with_suffix(".json"), stats)
+    log.info("render: %d frames in %.1f s (%.1f frames/s) -> %s", stats["frames"],
+             stats["seconds"], stats["frames_per_second"], out_path)  # fmt: skip
+    return stats
