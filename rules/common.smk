@@ -1,4 +1,6 @@
 # Shared set-up: config validation, wildcard constraints and a few path helpers.
+import ast
+import functools
 import glob
 import json
 import shlex
@@ -17,13 +19,63 @@ wildcard_constraints:
     subject=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
+def _module_file(name):
+    """The file of module `name` (`speech2lip.a.b`) inside this workflow, or None."""
+    base = os.path.join(workflow.basedir, *name.split("."))
+    for path in (f"{base}.py", os.path.join(base, "__init__.py")):
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+@functools.cache
+def _imports(path):
+    """The `speech2lip` modules that the file at `path` imports anywhere (lazy imports too),
+    with every package on the way (importing `a.b.c` runs `a` and `a.b` first)."""
+    with open(path, encoding="utf-8") as handle:
+        tree = ast.parse(handle.read(), path)
+    package = os.path.relpath(os.path.dirname(path), workflow.basedir).replace(os.sep, ".")
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from the file's package upwards
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)  # submodules
+    found = set()
+    for name in names:
+        parts = name.split(".")
+        if parts[0] != "speech2lip":
+            continue
+        found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return frozenset(found)
+
+
+@functools.cache
 def module(stage):
-    """The stage's Python source (a module, or every file of a package), as rule inputs, so
-    editing the stage's code re-runs it (Snakemake does not follow imports)."""
-    path = os.path.join(workflow.basedir, "speech2lip", stage)
-    if os.path.isfile(f"{path}.py"):
-        return [f"{path}.py"]
-    return sorted(glob.glob(os.path.join(path, "*.py")) + glob.glob(os.path.join(path, "*.txt")))
+    """The code inputs of `stage`'s rule: every file under speech2lip/ that its module imports,
+    transitively (the import closure, read from the source with `ast` when the DAG is built),
+    plus the data files of the packages in it; so editing any code a stage runs re-runs that
+    stage and what follows it, and editing code no stage imports re-runs nothing."""
+    todo, files = [f"speech2lip.{stage}"], set()
+    seen = set(todo)
+    while todo:
+        path = _module_file(todo.pop())
+        if path is None:  # a name imported from a module, not a module itself
+            continue
+        files.add(path)
+        if path.endswith("__init__.py"):
+            files.update(glob.glob(os.path.join(os.path.dirname(path), "*.txt")))
+        for name in _imports(path) - seen:
+            seen.add(name)
+            todo.append(name)
+    if not files - {_module_file("speech2lip")}:
+        raise WorkflowError(f"no module speech2lip/{stage}(.py) for the rule {stage!r}")
+    return sorted(files)
 
 
 def subject_video(wildcards):

@@ -12,7 +12,7 @@ rule evaluate:
         expert="results/{subject}/sync_expert/expert.pt",
         driven=driven_videos,
         source=subject_video,
-        code=module("evaluate") + module("render"),
+        code=module("evaluate"),
     output:
         metrics="results/{subject}/evaluate/metrics.json",
         report="results/{subject}/evaluate/report.html",

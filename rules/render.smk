@@ -8,7 +8,7 @@ rule render:
         meta="results/{subject}/resample/meta.json",
         audio="results/{subject}/resample/audio.wav",
         source=subject_video,
-        code=module("render") + module("train") + module("models"),
+        code=module("render"),
     output:
         video="results/{subject}/video.mp4",
     log:

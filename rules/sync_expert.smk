@@ -3,7 +3,7 @@ rule sync_expert:
     input:
         index="results/{subject}/warp/index.json",
         shards="results/{subject}/warp/shards",
-        code=module("sync_expert") + module("models"),
+        code=module("sync_expert"),
     output:
         expert="results/{subject}/sync_expert/expert.pt",
         summary="results/{subject}/sync_expert/sync_expert.json",

@@ -4,7 +4,7 @@ rule train:
         index="results/{subject}/warp/index.json",
         shards="results/{subject}/warp/shards",
         expert="results/{subject}/sync_expert/expert.pt",
-        code=module("train") + module("models") + module("sync_expert"),
+        code=module("train"),
     output:
         model="results/{subject}/train/model.pt",
         summary="results/{subject}/train/train.json",

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from speech2lip.atomic import atomic_path, write_json
 from speech2lip.config import LandmarksConfig
 from speech2lip.errors import Speech2LipError
-from speech2lip.faces.landmarkers import largest
+from speech2lip.faces.landmarkers import landmark_frames, open_landmarker
 from speech2lip.media import read_frames
 
 log = logging.getLogger(__name__)
@@ -81,34 +81,6 @@ def boxes(points: np.ndarray) -> np.ndarray:
     return np.concatenate([lo, hi - lo], axis=1).astype(np.float32)
 
 
-# ----------------------------------------------------------------------------- backends
-def mediapipe_landmarks(frames, n_frames: int, cfg: LandmarksConfig):
-    """MediaPipe Face Mesh in video mode: `(N, 478, 3)` points, found mask, face counts."""
-    import mediapipe as mp
-
-    points = np.zeros((n_frames, 478, 3), np.float32)
-    found = np.zeros(n_frames, bool)
-    faces = np.zeros(n_frames, np.int8)
-    mesh = mp.solutions.face_mesh.FaceMesh(
-        static_image_mode=False,
-        max_num_faces=2,
-        refine_landmarks=True,
-        min_detection_confidence=cfg.min_confidence,
-        min_tracking_confidence=cfg.min_confidence,
-    )
-    with mesh:
-        for i, frame in enumerate(frames):
-            h, w = frame.shape[:2]
-            result = mesh.process(frame).multi_face_landmarks or []
-            faces[i] = len(result)
-            if not result:
-                continue
-            cands = [np.array([[p.x * w, p.y * h, p.z * w] for p in r.landmark]) for r in result]
-            points[i] = largest(cands)
-            found[i] = True
-    return points, found, faces
-
-
 def run(
     frames_path: str | Path, meta_path: str | Path, out_dir: str | Path, cfg: LandmarksConfig
 ) -> dict:
@@ -124,12 +96,9 @@ def run(
                 log.info("landmarks: %d/%d frames", i + 1, n)
             yield frame
 
-    if cfg.backend == "mediapipe":
-        points, found, faces = mediapipe_landmarks(logged(frames), n, cfg)
-    else:
-        from speech2lip.faces.fan import fan_landmarks
-
-        points, found, faces = fan_landmarks(logged(frames), n, cfg)
+    marker = open_landmarker(cfg.backend, cfg.min_confidence, max_faces=2, fan_type=cfg.fan_type)
+    with marker:
+        points, found, faces = landmark_frames(logged(frames), n, marker)
     if (faces > 1).any():
         log.warning(
             "landmarks: several faces in %d frames; the largest is used", int((faces > 1).sum())

@@ -32,6 +32,7 @@ from speech2lip.atomic import atomic_path, write_json
 from speech2lip.config import PoseDepthConfig
 from speech2lip.errors import Speech2LipError
 from speech2lip.geometry import project, rasterize_depth, rotation_angle_deg
+from speech2lip.geometry.topology import inner_lip_opening
 from speech2lip.media import read_frames
 from speech2lip.pictures import save_png
 
@@ -216,8 +217,7 @@ def run(
             )
         candidates = None
     else:
-        lips = (13, 14) if points.shape[1] == 478 else (62, 66)  # inner lip middles
-        gap = np.linalg.norm(points[:, lips[0], :2] - points[:, lips[1], :2], axis=1)
+        gap = inner_lip_opening(points)
         allowed = good & train if (good & train).any() else train
         candidates = set(canonical_candidates(fit["rotation"], gap, allowed).tolist())
     qa_idx = set(np.linspace(0, n - 1, min(cfg.qa_frames, n)).round().astype(int).tolist())

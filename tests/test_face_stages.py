@@ -14,6 +14,7 @@ from conftest import encode, media
 from speech2lip import fit3dmm, landmarks, pose_depth, resample
 from speech2lip.config import Fit3dmmConfig, LandmarksConfig, PoseDepthConfig, ResampleConfig
 from speech2lip.errors import Speech2LipError
+from speech2lip.faces.landmarkers import landmark_frames, open_landmarker
 from speech2lip.landmarks import fill_gaps, runs
 from speech2lip.media import read_frames
 
@@ -145,7 +146,8 @@ def test_fan_loads_generated_weights(tmp_path, monkeypatch):
     key = next(iter(net.state_dict()))
     assert torch.equal(model.face_alignment_net.state_dict()[key], net.state_dict()[key])
     frames = [np.zeros((64, 64, 3), np.uint8)] * 2
-    points, found, faces = fan.fan_landmarks(frames, 2, LandmarksConfig(backend="face_alignment"))
+    with open_landmarker("face_alignment") as marker:
+        points, found, faces = landmark_frames(frames, 2, marker)
     assert points.shape == (2, 68, 3) and found.dtype == bool and faces.shape == (2,)
 
 

@@ -13,8 +13,6 @@ from scipy import ndimage
 
 from speech2lip.errors import Speech2LipError
 from speech2lip.evaluate.metrics import (
-    FAN_MOUTH,
-    MEDIAPIPE_LIPS,
     cpbd,
     distance_curve,
     lse,
@@ -195,16 +193,6 @@ def test_mouth_landmark_distance(rng):
     assert mouth_landmark_distance(scaled, gt) == pytest.approx(0.2 * 10)
     with pytest.raises(ValueError, match=r"\(N, K, 2\)"):
         mouth_landmark_distance(gt[:, :10], gt)
-
-
-def test_landmark_index_sets():
-    assert len(FAN_MOUTH) == 20 and (FAN_MOUTH[0], FAN_MOUTH[-1]) == (48, 67)
-    mp = pytest.importorskip("mediapipe")
-    lips = sorted({i for edge in mp.solutions.face_mesh.FACEMESH_LIPS for i in edge})
-    assert list(MEDIAPIPE_LIPS) == lips and len(lips) == 40
-
-
-# ------------------------------------------------------------------------------ LSE-D, LSE-C
 
 
 def _calc_pdist_mean(video: np.ndarray, audio: np.ndarray, vshift: int) -> np.ndarray:

@@ -180,23 +180,68 @@ def test_a_param_change_reruns_that_stage_and_what_follows(finished):
     assert dry(finished) == {}
 
 
+def edited(module: Path, text: str, when: float) -> None:
+    """Write `text` to `module` with mtime `when` (copy2 kept the repo's old mtimes)."""
+    module.write_text(text)
+    os.utime(module, (when, when))
+
+
 @pytest.mark.slow
 def test_editing_a_stage_module_reruns_it_and_touching_it_does_not(finished):
     module = finished.parent / "speech2lip" / "resample.py"
     original = module.read_text()
     stat = module.stat()
     try:
-        later = time.time() + 3600  # newer than every output (copy2 kept the repo's old mtime)
+        later = time.time() + 3600  # newer than every output
         os.utime(module, (later, later))  # touched, same content
         assert dry(finished) == {}  # small inputs are compared by checksum
-        module.write_text(original + "\n# an edit\n")
-        os.utime(module, (later + 3600, later + 3600))
+        edited(module, original + "\n# an edit\n", later + 3600)
         jobs = dry(finished)
         assert set(jobs) == AFTER_RESAMPLE and "resample.py" in jobs["resample"]
     finally:
-        module.write_text(original)
-        os.utime(module, (stat.st_atime, stat.st_mtime))
+        edited(module, original, stat.st_mtime)
     assert dry(finished) == {}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("library_module", "first", "expected"),
+    [  # a library module re-runs exactly the stages whose import closure holds it, and after
+        ("fit3dmm/facemodel.py", "fit3dmm", {"fit3dmm", "pose_depth", "warp"} | AFTER_WARP),
+        ("geometry/gamem.py", "warp", {"warp"} | AFTER_WARP),  # warp, train, render import it
+        ("models/expert.py", "sync_expert", AFTER_WARP),
+        ("renderer/pose.py", "render", {"render", "evaluate"}),  # render-only code
+        ("faces/landmarkers.py", "landmarks", AFTER_RESAMPLE - {"resample"}),
+    ],
+)
+def test_editing_a_library_module_reruns_the_stages_that_import_it(
+    finished, library_module, first, expected
+):
+    module = finished.parent / "speech2lip" / library_module
+    original, stat = module.read_text(), module.stat()
+    try:
+        edited(module, original + "\n# an edit\n", time.time() + 7200)
+        jobs = dry(finished)
+        assert set(jobs) == expected
+        assert library_module.split("/")[-1] in jobs[first]  # the reason names the file
+    finally:
+        edited(module, original, stat.st_mtime)
+    assert dry(finished) == {}
+
+
+@pytest.mark.slow
+def test_a_module_no_stage_imports_reruns_nothing(finished):
+    package = finished.parent / "speech2lip"
+    scratch = package / "scratch_helper.py"
+    cli, original = package / "cli.py", (package / "cli.py").read_text()
+    mtime = cli.stat().st_mtime
+    try:
+        edited(scratch, "VALUE = 1\n", time.time() + 7200)
+        edited(cli, original + "\n# an edit\n", time.time() + 7200)  # the entry point
+        assert dry(finished) == {}
+    finally:
+        scratch.unlink()
+        edited(cli, original, mtime)
 
 
 @pytest.mark.slow

@@ -11,11 +11,11 @@ Blend-Net), so only the lips differ:
   nearest (Euclidean) to its own.
 
 Metrics (`speech2lip.evaluate.metrics`): mouth-box PSNR and SSIM, CPBD, LMD (MediaPipe's lip
-points by default, FAN 48-67 with `landmarks: fan`), LSE-D / LSE-C with syncnet_python's SyncNet
-when `evaluate.syncnet` names its `syncnet_v2.model` (else "not available"), and always a sync
-proxy: the subject's own sync expert's offset and confidence (clearly labelled as such). Driven
-videos get the reference-free metrics. Writes `metrics.json`, `report.html` (self-contained)
-and the baselines' videos.
+points by default, FAN 48-67 with `landmarks: face_alignment`), LSE-D / LSE-C with
+syncnet_python's SyncNet when `evaluate.syncnet` names its `syncnet_v2.model` (else "not
+available"), and always a sync proxy: the subject's own sync expert's offset and confidence
+(clearly labelled as such). Driven videos get the reference-free metrics. Writes
+`metrics.json`, `report.html` (self-contained) and the baselines' videos.
 """
 
 from __future__ import annotations

@@ -22,11 +22,9 @@ import cv2
 import numpy as np
 
 from speech2lip.evaluate import metrics
+from speech2lip.faces.landmarkers import largest, open_landmarker
 
 log = logging.getLogger(__name__)
-
-MP_INNER = (13, 14)  # MediaPipe: inner upper / lower lip, centre
-FAN_INNER = (62, 66)
 
 
 @dataclass
@@ -65,43 +63,6 @@ def face_crop(frame: np.ndarray, box: tuple[float, float, float]) -> np.ndarray:
                           borderMode=cv2.BORDER_CONSTANT, borderValue=(110, 110, 110))  # fmt: skip
 
 
-class Landmarker:
-    """Mouth landmarks frame by frame: MediaPipe Face Mesh (video mode) or FAN."""
-
-    def __init__(self, backend: str = "mediapipe") -> None:
-        self.backend = backend
-        if backend == "mediapipe":
-            import mediapipe as mp
-
-            self.mesh = mp.solutions.face_mesh.FaceMesh(
-                static_image_mode=False, max_num_faces=1, refine_landmarks=True,
-                min_detection_confidence=0.5, min_tracking_confidence=0.5,
-            )  # fmt: skip
-            self.index, self.inner = list(metrics.MEDIAPIPE_LIPS), MP_INNER
-        else:
-            from speech2lip.faces.fan import load
-
-            self.fan = load("2D", "cpu")
-            self.index, self.inner = metrics.FAN_MOUTH, FAN_INNER
-
-    def __call__(self, frame: np.ndarray) -> np.ndarray | None:
-        """All points `(P, 2)` in pixels, or None without a face."""
-        h, w = frame.shape[:2]
-        if self.backend == "mediapipe":
-            faces = self.mesh.process(frame).multi_face_landmarks or []
-            if not faces:
-                return None
-            return np.array([[p.x * w, p.y * h] for p in faces[0].landmark], np.float32)
-        from speech2lip.faces.landmarkers import largest
-
-        found = self.fan.get_landmarks_from_image(np.ascontiguousarray(frame))
-        return None if not found else np.asarray(largest(found)[:, :2], np.float32)
-
-    def close(self) -> None:
-        if self.backend == "mediapipe":
-            self.mesh.close()
-
-
 def measure(
     name: str,
     frames: Iterable[np.ndarray],
@@ -123,7 +84,7 @@ def measure(
     ew, eh = box_size
     keep = set(int(k) for k in keep)
     track = Track(name)
-    marker = Landmarker(landmarks)
+    marker = open_landmarker(landmarks, min_confidence=0.5, max_faces=1)
     try:
         for i, frame in enumerate(frames):
             if i >= len(origins):
@@ -139,13 +100,14 @@ def measure(
             grey = cv2.cvtColor(box, cv2.COLOR_RGB2GRAY)
             track.cpbd.append(metrics.cpbd(grey, cpbd_edges) if min(grey.shape) >= 64
                               else float("nan"))  # fmt: skip
-            points = marker(frame)
-            if points is None:
+            faces = marker(frame)
+            if not faces:
                 track.lips.append(None)
                 track.opening.append(float("nan"))
             else:
-                track.lips.append(points[marker.index])
-                a, b = marker.inner
+                points = largest(faces)[:, :2].astype(np.float32)
+                track.lips.append(points[list(marker.topology.lips)])
+                a, b = marker.topology.inner_lips
                 track.opening.append(float(np.linalg.norm(points[a] - points[b])))
             t = torch.from_numpy(np.ascontiguousarray(box)).permute(2, 0, 1)[None] / 255
             track.sync_crops.append(resize_crops(t)[0])

@@ -4,7 +4,8 @@
   Wang et al.'s settings).
 - No-reference sharpness: `cpbd` (Narvekar & Karam 2011), our implementation of the authors'
   reference MATLAB code (`CPBD_compute.m`, 2009); see its docstring for what it matches.
-- Mouth shape: `mouth_landmark_distance` (LMD) on `MEDIAPIPE_LIPS` or `FAN_MOUTH` points.
+- Mouth shape: `mouth_landmark_distance` (LMD) on a layout's lip points
+  (`speech2lip.geometry.topology`).
 - Lip sync: `distance_curve` and `lse` (LSE-D, LSE-C and the AV offset), exactly as
   syncnet_python's `SyncNetInstance.evaluate` and `calc_pdist` compute them; the SyncNet
   features themselves come from `speech2lip.evaluate.syncnet_v2`.
@@ -206,16 +207,6 @@ def cpbd(gray: ArrayLike, edges: str = "matlab") -> float:
 
 
 # ------------------------------------------------------------------------- landmark distance
-
-MEDIAPIPE_LIPS: tuple[int, ...] = (
-    0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181,
-    185, 191, 267, 269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405,
-    409, 415,
-)  # fmt: skip
-"""The 40 lip points of MediaPipe Face Mesh (`FACEMESH_LIPS`), sorted."""
-
-FAN_MOUTH: list[int] = list(range(48, 68))
-"""The 20 mouth points (outer 48-59, inner 60-67) of the 68-point (FAN, iBUG) layout."""
 
 
 def mouth_landmark_distance(pred_pts: ArrayLike, gt_pts: ArrayLike) -> float:

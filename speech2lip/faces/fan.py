@@ -15,12 +15,8 @@ from __future__ import annotations
 
 import logging
 import pickle
-from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
-
-from speech2lip.config import LandmarksConfig
 from speech2lip.errors import Speech2LipError
 
 log = logging.getLogger(__name__)
@@ -72,22 +68,3 @@ def load(kind: str = "2D", device: str = "cpu"):
             f"could not load the FAN weights in {checkpoint_dir()} ({exc.__class__.__name__}: "
             f"{str(exc)[:200]}); the files may be corrupt: download them again"
         ) from None
-
-
-def fan_landmarks(frames: Iterable[np.ndarray], n_frames: int, cfg: LandmarksConfig):
-    """68 FAN landmarks per frame: `(N, 68, 3)` points (z = 0 for 2D), found mask, face counts."""
-    from speech2lip.faces.landmarkers import largest
-
-    model = load(cfg.fan_type, "cpu")
-    points = np.zeros((n_frames, 68, 3), np.float32)
-    found = np.zeros(n_frames, bool)
-    faces = np.zeros(n_frames, np.int8)
-    for i, frame in enumerate(frames):
-        result = model.get_landmarks_from_image(np.ascontiguousarray(frame)) or []
-        faces[i] = len(result)
-        if not result:
-            continue
-        best = largest(result)
-        points[i, :, : best.shape[1]] = best
-        found[i] = True
-    return points, found, faces

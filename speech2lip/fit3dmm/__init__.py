@@ -29,6 +29,7 @@ from speech2lip.config import Fit3dmmConfig
 from speech2lip.errors import Speech2LipError
 from speech2lip.fit3dmm.facemodel import FaceModel, backproject_shapes, build_subject_model, fit
 from speech2lip.geometry import face_triangles, intrinsics, rodrigues
+from speech2lip.geometry.topology import MEDIAPIPE
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ def model_for(
         from speech2lip.fit3dmm.bfm import load_bfm_model
 
         return load_bfm_model(cfg.bfm_path, cfg.bfm_landmarks, points.shape[1], cfg.eye_distance_m)
-    if points.shape[1] != 478:
+    if points.shape[1] != MEDIAPIPE.n_points:
         raise Speech2LipError(
             f"fit3dmm model 'subject' needs MediaPipe's 478 3D landmarks, got {points.shape[1]} "
             "points; use landmarks.backend: mediapipe (or fit3dmm.model: bfm with its landmark map)"

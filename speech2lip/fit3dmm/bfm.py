@@ -20,9 +20,9 @@ import numpy as np
 
 from speech2lip.errors import Speech2LipError
 from speech2lip.fit3dmm.facemodel import FaceModel
+from speech2lip.geometry.topology import LAYOUTS
 
 FLIP = np.array([1.0, -1.0, -1.0])  # BFM (y up, z to viewer) -> ours (y down, z away)
-EYE_CORNERS = {68: (36, 45), 478: (33, 263)}
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def load_bfm_model(
             f"{lf}: needs {n_points} indices in 0..{len(bfm.mean) - 1} (one per landmark), "
             f"got {len(idx)}"
         )
-    corners = EYE_CORNERS.get(n_points)
+    corners = LAYOUTS[n_points].eye_corners if n_points in LAYOUTS else None
     centre = bfm.mean[idx].mean(0)
     if corners:
         a, b = idx[corners[0]], idx[corners[1]]

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-OUTER_EYE_CORNERS = (33, 263)
+from speech2lip.geometry.topology import MEDIAPIPE
 
 
 @dataclass(frozen=True)
@@ -77,9 +77,9 @@ def build_subject_model(
         aligned = np.stack(out)
         ref = aligned.mean(0)
         ref = ref - ref.mean(0)
-    i, j = OUTER_EYE_CORNERS
+    i, j = MEDIAPIPE.eye_corners
     unit = eye_distance / np.linalg.norm(ref[i] - ref[j])
-    if points.shape[1] == 478:  # turn the model to face the camera: R = I means frontal
+    if points.shape[1] == MEDIAPIPE.n_points:  # face the camera: R = I means frontal
         frontal = frontal_rotation(ref)
         ref = ref @ frontal.T
         aligned = aligned @ frontal.T

@@ -7,16 +7,12 @@ import math
 
 import numpy as np
 
-MEDIAPIPE_LIPS = (0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178,
-                  181, 185, 191, 267, 269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324,
-                  375, 402, 405, 409, 415)  # fmt: skip
-FAN_LIPS = tuple(range(48, 68))
+from speech2lip.geometry.topology import topology
 
 
 def lip_points(points: np.ndarray) -> np.ndarray:
     """The lip landmarks `(..., L, 2)` of MediaPipe (478) or FAN (68) points `(..., P, >=2)`."""
-    index = MEDIAPIPE_LIPS if points.shape[-2] == 478 else FAN_LIPS
-    return points[..., list(index), :2]
+    return points[..., list(topology(points).lips), :2]
 
 
 def round16(value: float) -> int:

@@ -102,6 +102,15 @@ class Speech2Lip(nn.Module):
         x, y = self.lip_in_ext
         return self.depth()[:, y : y + self.lip_box[3], x : x + self.lip_box[2]]
 
+    def full_depth(self) -> Tensor:
+        """The canonical frame's depth over the whole image `(H, W)`, detached on the model's
+        device: the learned D_c inside the extended box, the fitted head depth outside it."""
+        full = self.head_depth.detach().clone()
+        ex, ey, ew, eh = self.ext_box
+        with torch.no_grad():
+            full[ey : ey + eh, ex : ex + ew] = self.depth()[0]
+        return full
+
     def c2o(
         self,
         t_co: Tensor,

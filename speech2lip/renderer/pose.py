@@ -84,13 +84,9 @@ class PoseControl:
         self.model, self.offsets = model, np.asarray(offsets, np.float64)
         self.t_c = np.asarray(canonical_pose, np.float64)
         dev = model.k.device
-        full = model.head_depth.detach().cpu().clone()
-        ex, ey, ew, eh = model.ext_box
-        with torch.no_grad():
-            full[ey : ey + eh, ex : ex + ew] = model.depth()[0].cpu()
-        self.depth = full.to(dev)
-        self.height, self.width = full.shape
-        ys, xs = np.nonzero(full.numpy()[::4, ::4] > 0)
+        self.depth = model.full_depth()
+        self.height, self.width = self.depth.shape
+        ys, xs = np.nonzero(self.depth.cpu().numpy()[::4, ::4] > 0)
         self.head = gamem.pixel_centres(0, 0, self.width, self.height, device=dev)[::4, ::4][
             torch.as_tensor(ys), torch.as_tensor(xs)]  # fmt: skip
         self.head_depth = self.depth[::4, ::4][torch.as_tensor(ys), torch.as_tensor(xs)]
