@@ -1,7 +1,7 @@
 rule fit3dmm:
     """Subject face model (no download), focal length, smoothed per-frame pose and expression."""
     input:
-        points="results/{subject}/landmarks/landmarks.npz",
+        landmarks="results/{subject}/landmarks/landmarks.npz",
         meta="results/{subject}/resample/meta.json",
         code=module("fit3dmm"),
     output:
@@ -22,5 +22,6 @@ rule fit3dmm:
         mem_mb=6000,
         runtime=120,
     shell:
-        "python -m speech2lip fit3dmm {input.points:q} {input.meta:q} {params.out_dir:q}"
+        "python -m speech2lip fit3dmm --landmarks {input.landmarks:q} --meta {input.meta:q}"
+        " --out-dir {params.out_dir:q}"
         " --params {params.cfg:q} > {log:q} 2>&1"

@@ -5,7 +5,7 @@ rule landmarks:
         meta="results/{subject}/resample/meta.json",
         code=module("landmarks"),
     output:
-        points="results/{subject}/landmarks/landmarks.npz",
+        landmarks="results/{subject}/landmarks/landmarks.npz",
         summary="results/{subject}/landmarks/landmarks.json",
     log:
         "logs/{subject}/landmarks.log",
@@ -13,7 +13,7 @@ rule landmarks:
         "benchmarks/{subject}/landmarks.tsv"
     params:
         cfg=params_json("landmarks"),
-        out_dir=subpath(output.points, parent=True),
+        out_dir=subpath(output.landmarks, parent=True),
     conda:
         "../envs/speech2lip.yaml"
     threads: 2
@@ -21,5 +21,6 @@ rule landmarks:
         mem_mb=3000,
         runtime=120,
     shell:
-        "python -m speech2lip landmarks {input.frames:q} {input.meta:q} {params.out_dir:q}"
+        "python -m speech2lip landmarks --frames {input.frames:q} --meta {input.meta:q}"
+        " --out-dir {params.out_dir:q}"
         " --params {params.cfg:q} > {log:q} 2>&1"

@@ -3,7 +3,7 @@ rule pose_depth:
     input:
         frames="results/{subject}/resample/frames.mkv",
         meta="results/{subject}/resample/meta.json",
-        points="results/{subject}/landmarks/landmarks.npz",
+        landmarks="results/{subject}/landmarks/landmarks.npz",
         fit="results/{subject}/fit3dmm/fit.npz",
         code=module("pose_depth"),
     output:
@@ -25,6 +25,7 @@ rule pose_depth:
         mem_mb=4000,
         runtime=120,
     shell:
-        "python -m speech2lip pose_depth {input.frames:q} {input.meta:q} {input.points:q}"
-        " {input.fit:q} {params.out_dir:q} --params {params.cfg:q} --threads {threads}"
+        "python -m speech2lip pose_depth --frames {input.frames:q} --meta {input.meta:q}"
+        " --landmarks {input.landmarks:q} --fit {input.fit:q} --out-dir {params.out_dir:q}"
+        " --params {params.cfg:q} --threads {threads}"
         " > {log:q} 2>&1"

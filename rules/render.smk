@@ -11,6 +11,7 @@ rule render:
         code=module("render"),
     output:
         video="results/{subject}/video.mp4",
+        figures="results/{subject}/video.json",
     log:
         "logs/{subject}/render.log",
     benchmark:
@@ -25,8 +26,9 @@ rule render:
         mem_mb=4000,
         runtime=120,
     shell:
-        "python -m speech2lip render {input.model:q} {input.index:q} {input.frames:q}"
-        " {input.meta:q} {input.audio:q} {output.video:q} --source {input.source:q}"
+        "python -m speech2lip render --model {input.model:q} --index {input.index:q}"
+        " --frames {input.frames:q} --meta {input.meta:q} --audio {input.audio:q}"
+        " --video {output.video:q} --figures {output.figures:q} --source {input.source:q}"
         "{params.driving} --params {params.cfg:q} --threads {threads} > {log:q} 2>&1"
 
 
@@ -36,6 +38,7 @@ use rule render as render_driven with:
         driving=driving_audio,
     output:
         video="results/{subject}/driven/{name}.mp4",
+        figures="results/{subject}/driven/{name}.json",
     log:
         "logs/{subject}/render_driven_{name}.log",
     benchmark:

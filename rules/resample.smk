@@ -21,5 +21,5 @@ rule resample:
         mem_mb=3000,
         runtime=60,
     shell:
-        "python -m speech2lip resample {input.video:q} {params.out_dir:q} --params {params.cfg:q}"
-        " > {log:q} 2>&1"
+        "python -m speech2lip resample --video {input.video:q} --out-dir {params.out_dir:q}"
+        " --params {params.cfg:q} > {log:q} 2>&1"

@@ -17,4 +17,4 @@ rule sample:
         mem_mb=2000,
         runtime=30,
     shell:
-        "python -m speech2lip sample --output {output.video:q} --params {params.cfg:q} > {log:q} 2>&1"
+        "python -m speech2lip sample --video {output.video:q} --params {params.cfg:q} > {log:q} 2>&1"

@@ -22,5 +22,5 @@ rule sync_expert:
         mem_mb=4000,
         runtime=240,
     shell:
-        "python -m speech2lip sync_expert {input.index:q} {params.out_dir:q}"
+        "python -m speech2lip sync_expert --index {input.index:q} --out-dir {params.out_dir:q}"
         " --params {params.cfg:q} --threads {threads} > {log:q} 2>&1"

@@ -8,7 +8,7 @@ rule train:
     output:
         model="results/{subject}/train/model.pt",
         summary="results/{subject}/train/train.json",
-        curve="results/{subject}/train/loss_curve.png",
+        loss_curve="results/{subject}/train/loss_curve.png",
     log:
         "logs/{subject}/train.log",
     benchmark:
@@ -23,5 +23,5 @@ rule train:
         mem_mb=8000,
         runtime=720,
     shell:
-        "python -m speech2lip train {input.index:q} {params.out_dir:q} --params {params.cfg:q}"
+        "python -m speech2lip train --index {input.index:q} --out-dir {params.out_dir:q} --params {params.cfg:q}"
         " --expert {input.expert:q} --threads {threads} --resume auto > {log:q} 2>&1"

@@ -4,7 +4,7 @@ rule warp:
         frames="results/{subject}/resample/frames.mkv",
         meta="results/{subject}/resample/meta.json",
         audio="results/{subject}/resample/audio.wav",
-        points="results/{subject}/landmarks/landmarks.npz",
+        landmarks="results/{subject}/landmarks/landmarks.npz",
         geometry="results/{subject}/pose_depth/geometry.h5",
         code=module("warp"),
     output:
@@ -28,6 +28,7 @@ rule warp:
         mem_mb=6000,
         runtime=120,
     shell:
-        "python -m speech2lip warp {input.frames:q} {input.meta:q} {input.audio:q}"
-        " {input.points:q} {input.geometry:q} {params.out_dir:q} --params {params.cfg:q}"
+        "python -m speech2lip warp --frames {input.frames:q} --meta {input.meta:q}"
+        " --audio {input.audio:q} --landmarks {input.landmarks:q} --geometry {input.geometry:q}"
+        " --out-dir {params.out_dir:q} --params {params.cfg:q}"
         " --threads {threads} > {log:q} 2>&1"

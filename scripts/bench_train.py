@@ -53,7 +53,7 @@ def train_speed(data, preset: str, steps: int, device: str, expert) -> dict:
 
     opts = resolve(TrainConfig(preset=preset))
     opts = dataclasses.replace(opts, sync_weight=opts.sync_weight if expert is not None else 0.0)
-    model = Speech2Lip(data.canonical, opts.sizes).to(device)
+    model = Speech2Lip(data.canonical, opts.model).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     batches = StepBatches(data, data.split_ids("train"), opts)
     phases = {"L_m + L_d": 0, "+ L_w": opts.mouth_start}
@@ -84,7 +84,7 @@ def render_cost(data, device: str, threads: int, repeat: int) -> dict:
     from speech2lip.models.lips import crop_uv
     from speech2lip.train.presets import resolve
 
-    ours = Speech2Lip(data.canonical, resolve(TrainConfig()).sizes).to(device).eval()
+    ours = Speech2Lip(data.canonical, resolve(TrainConfig()).model).to(device).eval()
     b = to_tensors(data, data.split_ids("test")[:1], ours.sizes.audio_radius, device)
 
     def ours_frame():
@@ -92,9 +92,9 @@ def render_cost(data, device: str, threads: int, repeat: int) -> dict:
             ours.render_mouth(b["mel_context"], b["time"], b["mouth"], b["mouth_origin"],
                               b["relative_pose"], b["c2o_grid"], b["c2o_mask"], 4)  # fmt: skip
 
-    p = resolve(TrainConfig(preset="paper")).sizes
-    paper_mlp = ImplicitLips(p.audio_dim, p.uv_freqs, p.time_freqs, p.width, p.depth,
-                             p.skip).to(device).eval()  # fmt: skip
+    p = resolve(TrainConfig(preset="paper")).model
+    paper_mlp = ImplicitLips(p.audio_dim, p.uv_freqs, p.time_freqs, p.lips_width,
+                             p.lips_layers, p.lips_skip).to(device).eval()  # fmt: skip
     uv, cell = crop_uv(120, 80, device)
     audio, t = torch.randn(1, p.audio_dim, device=device), torch.rand(1, device=device)
     unet = BlendNet(p.blend_channels).to(device).eval()
@@ -134,9 +134,9 @@ def compare_quality(index: str, steps: int, device: str, threads: int, out: str)
     from speech2lip.train import run
     from speech2lip.train.presets import resolve
 
-    paper_sizes = dataclasses.asdict(resolve(TrainConfig(preset="paper")).sizes)
+    paper_sizes = resolve(TrainConfig(preset="paper")).model
     results = {}
-    for name, extra in (("ours", {}), ("paper sizes", paper_sizes)):
+    for name, extra in (("ours", {}), ("paper sizes", {"model": paper_sizes})):
         cfg = TrainConfig(steps=steps, sync_weight=0.0, checkpoint_every=steps, **extra)
         summary = run(index, Path(out) / name.replace(" ", "_"), cfg, threads=threads,
                       resume="no", device=device)  # fmt: skip

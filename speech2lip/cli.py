@@ -11,7 +11,6 @@ whole section), and one flag per parameter (`--crop auto`, `--size 256`, ...).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -28,20 +27,26 @@ log = logging.getLogger("speech2lip")
 
 
 def _add_stage_flags(parser: argparse.ArgumentParser, stage: str) -> None:
-    from speech2lip.config import STAGE_CONFIGS, load_schema
+    from speech2lip.config import load_schema
+
+    def add(group, props: dict, prefix: str = "") -> None:
+        for name, spec in props.items():
+            if spec.get("type") == "object" and "properties" in spec:  # a nested section
+                nested = parser.add_argument_group(f"{stage}.{name} parameters (nested section)")
+                add(nested, spec["properties"], f"{prefix}{name}.")
+                continue
+            text = " ".join(str(spec.get("description", "")).split())
+            group.add_argument(
+                f"--{name.replace('_', '-')}",
+                dest=f"param_{prefix}{name}",
+                metavar="VALUE",
+                type=yaml.safe_load,  # so lists, numbers and null parse
+                help=f"{text} [default: {spec.get('default')!r}]".replace("%", "%%"),
+            )
 
     props = load_schema()["properties"][stage]["properties"]
     group = parser.add_argument_group(f"{stage} parameters (config.yaml section '{stage}')")
-    for field in dataclasses.fields(STAGE_CONFIGS[stage]):
-        spec = props[field.name]
-        text = " ".join(str(spec.get("description", "")).split())
-        group.add_argument(
-            f"--{field.name.replace('_', '-')}",
-            dest=f"param_{field.name}",
-            metavar="VALUE",
-            type=yaml.safe_load,  # so lists, numbers and null parse
-            help=f"{text} [default: {spec.get('default')!r}]".replace("%", "%%"),
-        )
+    add(group, props)
     group.add_argument("--config", metavar="FILE", help="read this stage's section from FILE")
     group.add_argument("--subject", help="with --config: merge this subject's overrides")
     group.add_argument("--params", metavar="JSON", help="the whole section as JSON (used by rules)")
@@ -69,36 +74,41 @@ def _stage_config(args: argparse.Namespace, stage: str) -> Any:
             raise ConfigError(f"--params for {stage}: not a JSON object: {exc}") from None
     for key, value in vars(args).items():
         if key.startswith("param_") and value is not None:
-            section[key[len("param_") :]] = value
+            *parents, name = key[len("param_") :].split(".")
+            place = section
+            for parent in parents:  # a nested key (train.model.lips_width): merge, not replace
+                place = place.setdefault(parent, {})
+            place[name] = value
     return stage_config(stage, section_from_json(stage, json.dumps(section)))
 
 
 def _run_stage(args: argparse.Namespace) -> None:
-    """Build the stage's config and call its module's `run` with the positional arguments."""
+    """Build the stage's config and call its module's `run` with every handoff by name (the
+    names of the rule's inputs and outputs, of the options and of `run`'s parameters)."""
     import importlib
 
     cfg = _stage_config(args, args.command)
     module = importlib.import_module(f"speech2lip.{args.command}")
-    if args.command == "sample":
-        module.run(cfg, args.output, args.controls)
-    else:
-        paths = [getattr(args, name) for name, _ in STAGES[args.command][2]]
-        extra = {"threads": args.threads} if getattr(args, "threads", None) else {}
-        names = ("resume", "device", "expert", "driving", "source", "driven")
-        extra.update({k: getattr(args, k) for k in names if hasattr(args, k)})
-        if "driven" in extra:  # an empty list from a rule arrives as one empty argument
-            extra["driven"] = [p for p in extra["driven"] if p]
-        module.run(*paths, cfg, **extra)
+    kwargs = {name: getattr(args, name) for name, _, _ in STAGES[args.command][2]}
+    for name in ("threads", "resume", "device"):
+        if getattr(args, name, None) is not None:
+            kwargs[name] = getattr(args, name)
+    if "driven" in kwargs:  # an empty list from a rule arrives as one empty argument
+        kwargs["driven"] = [p for p in kwargs["driven"] or [] if p]
+    module.run(cfg=cfg, **{k: v for k, v in kwargs.items() if v is not None})
 
 
-# stage: (one-line help, description, positional arguments (name, help))
-STAGES: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
+# stage: (one-line help, description, handoffs (name, help, required)): each handoff is
+# an option --name (dashes for underscores), a keyword of the stage's `run` and, in its rule,
+# the input or output (or, for folders, param) of the same name.
+STAGES: dict[str, tuple[str, str, list[tuple[str, str, bool]]]] = {
     "sample": (
         "make the built-in synthetic demo subject",
         "Make the built-in demo subject: a real public-domain face photo (scikit-image's "
         "astronaut) saying espeak-ng speech, its mouth driven by the phoneme timings, with slow "
         "head motion and blinks. Synthetic, offline, reproducible.",
-        [],
+        [("video", "video to write [default: data/sample/video.mp4]", False),
+         ("controls", "also write the per-frame controls (.npz)", False)],
     ),
     "resample": (
         "source video -> 25 fps lossless frames, 16 kHz mono audio, meta.json",
@@ -106,8 +116,8 @@ STAGES: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
         "to constant 25 fps frames stored losslessly (frames.mkv, FFV1), 16 kHz mono audio "
         "(audio.wav) of exactly 640 samples per frame, and meta.json (sizes, crop box, "
         "train/test split, source probe). Crops a square around the face by default.",
-        [("video", "source video with the person talking (and an audio track)"),
-         ("out_dir", "output folder, e.g. results/<subject>/resample")],
+        [("video", "source video with the person talking (and an audio track)", True),
+         ("out_dir", "output folder, e.g. results/<subject>/resample", True)],
     ),
     "landmarks": (
         "dense face landmarks per frame",
@@ -115,8 +125,8 @@ STAGES: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
         "offline) by default, or FAN (68 points) from face-alignment when its weights are in "
         "the torch hub cache. Short gaps are interpolated; too many faceless frames is an error "
         "naming them. Writes landmarks.npz and landmarks.json.",
-        [("frames", "resample/frames.mkv"), ("meta", "resample/meta.json"),
-         ("out_dir", "output folder, e.g. results/<subject>/landmarks")],
+        [("frames", "resample/frames.mkv", True), ("meta", "resample/meta.json", True),
+         ("out_dir", "output folder, e.g. results/<subject>/landmarks", True)],
     ),
     "fit3dmm": (
         "subject face model + focal, pose and expression per frame",
@@ -124,17 +134,17 @@ STAGES: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
         "expression basis; no download) and fit one focal length and every frame's head pose "
         "and expression to the landmarks (robust, batched); smooth the poses. Writes fit.npz, "
         "fit.json and qa_pose.png.",
-        [("landmarks", "landmarks/landmarks.npz"), ("meta", "resample/meta.json"),
-         ("out_dir", "output folder, e.g. results/<subject>/fit3dmm")],
+        [("landmarks", "landmarks/landmarks.npz", True), ("meta", "resample/meta.json", True),
+         ("out_dir", "output folder, e.g. results/<subject>/fit3dmm", True)],
     ),
     "pose_depth": (
         "canonical frame, per-frame face depth, canonical head depth",
         "Choose the canonical frame, rasterise the fitted mesh into a depth map for every "
         "frame (D_o) and extend the canonical frame's face depth over the head (D_c). Writes "
         "geometry.h5, pose_depth.json and QA pictures.",
-        [("frames", "resample/frames.mkv"), ("meta", "resample/meta.json"),
-         ("landmarks", "landmarks/landmarks.npz"), ("fit", "fit3dmm/fit.npz"),
-         ("out_dir", "output folder, e.g. results/<subject>/pose_depth")],
+        [("frames", "resample/frames.mkv", True), ("meta", "resample/meta.json", True),
+         ("landmarks", "landmarks/landmarks.npz", True), ("fit", "fit3dmm/fit.npz", True),
+         ("out_dir", "output folder, e.g. results/<subject>/pose_depth", True)],
     ),
     "warp": (
         "canonical lip crops, C2O grids, audio features -> HDF5 shards",
@@ -143,10 +153,10 @@ STAGES: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
         "sampling grid, compute Wav2Lip mel windows and SyncNet MFCCs, and write them with poses "
         "and landmarks into sharded, compressed, checksummed HDF5 (shards/*.h5, index.json), "
         "built in parallel. Also warp.json and QA pictures.",
-        [("frames", "resample/frames.mkv"), ("meta", "resample/meta.json"),
-         ("audio", "resample/audio.wav"), ("landmarks", "landmarks/landmarks.npz"),
-         ("geometry", "pose_depth/geometry.h5"),
-         ("out_dir", "output folder, e.g. results/<subject>/warp")],
+        [("frames", "resample/frames.mkv", True), ("meta", "resample/meta.json", True),
+         ("audio", "resample/audio.wav", True), ("landmarks", "landmarks/landmarks.npz", True),
+         ("geometry", "pose_depth/geometry.h5", True),
+         ("out_dir", "output folder, e.g. results/<subject>/warp", True)],
     ),
     "sync_expert": (
         "load or train the lip-sync expert and check it on ground truth",
@@ -155,8 +165,8 @@ STAGES: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
         "train split (in-sync vs off-sync windows of its own video); then check it on the "
         "held-out ground truth (audio/video offset curve, confidence, pair accuracy). Writes "
         "expert.pt (Wav2Lip's checkpoint format), sync_expert.json and offset_curve.png.",
-        [("index", "warp/index.json"),
-         ("out_dir", "output folder, e.g. results/<subject>/sync_expert")],
+        [("index", "warp/index.json", True),
+         ("out_dir", "output folder, e.g. results/<subject>/sync_expert", True)],
     ),
     "train": (
         "train the lip model, canonical depth and Blend-Net",
@@ -164,7 +174,9 @@ STAGES: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
         "and the Blend-Net on the warp stage's shards, with checkpoints in OUT_DIR/ckpt "
         "(resumable bit for bit). Writes model.pt, train.json, loss_curve.png, train_log.csv, "
         "heldout.csv and previews/.",
-        [("index", "warp/index.json"), ("out_dir", "output folder, e.g. results/<subject>/train")],
+        [("index", "warp/index.json", True),
+         ("out_dir", "output folder, e.g. results/<subject>/train", True),
+         ("expert", "the sync_expert stage's expert.pt (for L_s; without it L_s is off)", False)],
     ),
     "render": (
         "render the test split (own audio) or driving audio to an mp4",
@@ -174,10 +186,14 @@ STAGES: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
         "own audio over its own frames (comparable with the ground truth). With --driving FILE "
         "(any audio format and sample rate): that speech over the subject's frames played "
         "forwards and backwards from --start-frame. --pose-offset/--pose-sweep re-pose the head.",
-        [("model", "train/model.pt"), ("index", "warp/index.json"),
-         ("frames", "resample/frames.mkv"), ("meta", "resample/meta.json"),
-         ("audio", "resample/audio.wav (the test split's own audio)"),
-         ("out", "video to write, e.g. results/<subject>/video.mp4")],
+        [("model", "train/model.pt", True), ("index", "warp/index.json", True),
+         ("frames", "resample/frames.mkv", True), ("meta", "resample/meta.json", True),
+         ("audio", "resample/audio.wav (the test split's own audio)", True),
+         ("video", "video to write, e.g. results/<subject>/video.mp4", True),
+         ("figures", "its figures (JSON) [default: VIDEO with .json]", False),
+         ("driving", "driving audio (any format); default: the test split", False),
+         ("source", "the original video, to paste the result back into its full frames "
+          "(render.output_size: source)", False)],
     ),
     "evaluate": (
         "metrics, baselines and the report of the test split and the driven videos",
@@ -187,11 +203,16 @@ STAGES: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
         "syncnet_python's syncnet_v2.model) and a sync proxy from the subject's own expert. "
         "Driven videos (--driven) get the metrics that need no ground truth. Writes "
         "metrics.json and a self-contained report.html into OUT_DIR.",
-        [("model", "train/model.pt"), ("index", "warp/index.json"),
-         ("frames", "resample/frames.mkv"), ("meta", "resample/meta.json"),
-         ("audio", "resample/audio.wav"), ("video", "the rendered test split (video.mp4)"),
-         ("train_dir", "train/ (loss curves)"), ("expert_dir", "sync_expert/"),
-         ("out_dir", "output folder, e.g. results/<subject>/evaluate")],
+        [("model", "train/model.pt", True), ("index", "warp/index.json", True),
+         ("frames", "resample/frames.mkv", True), ("meta", "resample/meta.json", True),
+         ("audio", "resample/audio.wav", True),
+         ("video", "the rendered test split (video.mp4)", True),
+         ("figures", "render's figures of VIDEO (video.json) [default: VIDEO with .json]", False),
+         ("expert", "sync_expert/expert.pt (the sync proxy)", True),
+         ("loss_curve", "train/loss_curve.png, for the report", False),
+         ("out_dir", "output folder, e.g. results/<subject>/evaluate", True),
+         ("driven", "driven videos to measure too", False),
+         ("source", "the original video (for the baselines' paste-back)", False)],
     ),
 }  # fmt: skip
 
@@ -205,31 +226,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"speech2lip {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="STAGE")
-    for name, (short, description, positional) in STAGES.items():
+    for name, (short, description, handoffs) in STAGES.items():
         p = sub.add_parser(name, help=short, description=description)
-        for arg, text in positional:
-            p.add_argument(arg, help=text)
-        if name == "sample":
-            p.add_argument("--output", default="data/sample/video.mp4", help="video to write")
-            p.add_argument("--controls", help="also write the per-frame controls (.npz)")
+        files = p.add_argument_group("inputs and outputs (the rule's names)")
+        for arg, text, required in handoffs:
+            files.add_argument(f"--{arg.replace('_', '-')}", dest=arg, required=required,
+                               metavar="PATH", nargs="*" if arg == "driven" else None,
+                               help=text)  # fmt: skip
         if name in ("pose_depth", "warp", "sync_expert", "train", "render", "evaluate"):
             p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                            help="worker processes / CPU threads (default: all CPUs)")  # fmt: skip
         if name in ("train", "render", "evaluate"):
             p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
-        if name == "evaluate":
-            p.add_argument("--driven", nargs="*", default=[], help="driven videos to measure too")
-            p.add_argument("--source", help="the original video (for the baselines' paste-back)")
-        if name == "render":
-            p.add_argument("--driving", help="driving audio (any format); default: the test split")
-            p.add_argument("--source", help="the original video, to paste the result back into "
-                           "its full frames (render.output_size: source)")  # fmt: skip
         if name == "train":
             p.add_argument("--resume", choices=["auto", "yes", "no"], default="auto",
                            help="continue from OUT_DIR/ckpt/last.pt: auto (when its options "
                            "match, else start over), yes (or refuse), no")  # fmt: skip
-            p.add_argument("--expert", help="the sync_expert stage's expert.pt (for L_s; without "
-                           "it L_s is off)")  # fmt: skip
         _add_stage_flags(p, name)
         p.set_defaults(func=_run_stage)
     return parser

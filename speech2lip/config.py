@@ -1,17 +1,19 @@
-"""Configuration: the JSON schema is the single source of truth; dataclasses give typed access.
+"""Configuration: the JSON schema is the single source of every key, type and default.
 
-`load_config` reads a YAML file, `validate_config` checks it against
-`workflow/schemas/config.schema.yaml` and fills every default, and `stage_config` turns one
-stage's section (with a subject's overrides merged in) into a frozen dataclass. Unknown keys and
-wrong types fail with the key's dotted path.
+`workflow/schemas/config.schema.yaml` is written once; each stage's frozen dataclass
+(`ResampleConfig`, ..., `TrainConfig` with its nested `ModelSizes`) is generated from it at
+import, so a default lives in the schema only (config.yaml restates them for the reader, and a
+test keeps the two equal). `load_config` reads a YAML file, `validate_config` checks it and fills
+every default, and `stage_config` turns one stage's section (with a subject's overrides merged
+in) into its dataclass. Unknown keys, renamed keys and wrong types fail with the dotted path.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,181 +30,70 @@ class ConfigError(Speech2LipError):
     """The configuration is unreadable or does not match the schema."""
 
 
-@dataclass(frozen=True)
-class SampleConfig:
-    """The built-in demo subject (see the schema for each field's meaning)."""
-
-    seed: int = 0
-    duration: float = 60
-    size: int = 512
-    voice: str = "en-us"
-    words_per_minute: int = 160
-    head_motion_deg: float = 8
-    blink_rate: float = 15
-    crf: int = 16
-
-
-@dataclass(frozen=True)
-class ResampleConfig:
-    """Source video -> 25 fps lossless frames + 16 kHz mono audio."""
-
-    crop: str | tuple[int, int, int, int] = "auto"
-    crop_margin: float = 0.6
-    detect_frames: int = 16
-    size: int | None = 512
-    min_duration: float = 2.0
-    test_fraction: float = 0.1
-
-
-@dataclass(frozen=True)
-class LandmarksConfig:
-    """Per-frame dense face landmarks."""
-
-    backend: str = "mediapipe"
-    fan_type: str = "2D"
-    min_confidence: float = 0.5
-    max_gap: int = 12
-    max_missing: float = 0.05
-    min_face_size: int = 64
-
-
-@dataclass(frozen=True)
-class Fit3dmmConfig:
-    """Subject morphable face model and its per-frame fit."""
-
-    model: str = "subject"
-    bfm_path: str = ""
-    bfm_landmarks: str = ""
-    n_expression: int = 16
-    eye_distance_m: float = 0.09
-    focal: float | None = None
-    iterations: int = 60
-    refine_rounds: int = 1
-    robust_px: float = 2.0
-    expression_weight: float = 0.01
-    smooth_window: int = 7
-    smooth_order: int = 2
-
-
-@dataclass(frozen=True)
-class PoseDepthConfig:
-    """Canonical frame, per-frame face depth and the canonical full-head depth."""
-
-    canonical: str | int = "auto"
-    head_grow: float = 0.35
-    qa_frames: int = 16
-
-
-@dataclass(frozen=True)
-class WarpConfig:
-    """GAMEM mappings, audio features and HDF5 shards."""
-
-    lip_size: str | tuple[int, int] = "auto"
-    lip_margin: int = 8
-    extended_scale: tuple[float, float] = (1.5, 2.0)
-    occlusion_tolerance: float = 0.01
-    shard_frames: int = 250
-    compression: str = "gzip"
-    compression_level: int = 4
-    store_frames: bool = False
-    batch_frames: int = 16
-    qa_frames: int = 8
-
-
-@dataclass(frozen=True)
-class SyncExpertConfig:
-    """The lip-sync expert: a user's Wav2Lip checkpoint, or one trained on the subject."""
-
-    pretrained: str = ""
-    steps: int = 200
-    batch: int = 16
-    lr: float = 0.0003
-    negative_gap: int = 5
-    search_offsets: int = 7
-    max_offset: int = 1
-    min_confidence: float = 0.02
-    min_pair_accuracy: float = 0.6
-    log_every: int = 50
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training (None = the preset's value; see `speech2lip.train.presets`)."""
-
-    preset: str = "demo"
-    steps: int | None = None
-    batch_frames: int | None = None
-    lips_pixels: int | None = None
-    lips_focus: float = 0.5
-    mouth_frames: int | None = None
-    lr: float | None = None
-    lr_final: float = 0.1
-    depth_lr: float = 0.0001
-    width: int | None = None
-    depth: int | None = None
-    skip: int | None = None
-    uv_freqs: int | None = None
-    time_freqs: int | None = None
-    audio_dim: int | None = None
-    audio_radius: int | None = None
-    blend_channels: tuple[int, ...] | None = None
-    lips_weight: float = 1.0
-    perceptual_weight: float = 0.0
-    mouth_weight: float = 1.0
-    mouth_start: int | None = None
-    depth_weight: float = 0.1
-    holes_probability: float = 0.5
-    c2o_iterations: int = 2
-    sync_weight: float | None = None
-    sync_start: int | None = None
-    sync_windows: int = 1
-    precision: str = "auto"
-    compile: bool = False
-    checkpoint_every: int = 200
-    log_every: int = 50
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class RenderConfig:
-    """Rendering: C2O composition into background frames, streamed into ffmpeg."""
-
-    output_size: str = "source"
-    crf: int = 18
-    encoder_preset: str = "medium"
-    batch_frames: int = 8
-    c2o_iterations: int = 4
-    start_frame: int = 0
-    pose_offset: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    pose_sweep: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    pose_period: float = 4.0
-    pose_file: str = ""
-
-
-@dataclass(frozen=True)
-class EvaluateConfig:
-    """Evaluation: metrics, baselines and the report."""
-
-    syncnet: str = ""
-    landmarks: str = "mediapipe"
-    cpbd_edges: str = "python-cpbd"
-    baselines: bool = True
-    strip_frames: int = 6
-
-
-STAGE_CONFIGS: dict[str, type] = {
-    "sample": SampleConfig,
-    "resample": ResampleConfig,
-    "landmarks": LandmarksConfig,
-    "fit3dmm": Fit3dmmConfig,
-    "pose_depth": PoseDepthConfig,
-    "warp": WarpConfig,
-    "sync_expert": SyncExpertConfig,
-    "train": TrainConfig,
-    "render": RenderConfig,
-    "evaluate": EvaluateConfig,
+# Keys that were renamed: an old name fails with one line naming the new one.
+RENAMED = {
+    "train.width": "train.model.lips_width",
+    "train.depth": "train.model.lips_layers",
+    "train.skip": "train.model.lips_skip",
+    "train.uv_freqs": "train.model.uv_freqs",
+    "train.time_freqs": "train.model.time_freqs",
+    "train.audio_dim": "train.model.audio_dim",
+    "train.audio_radius": "train.model.audio_radius",
+    "train.blend_channels": "train.model.blend_channels",
 }
+RENAMED_VALUES = {("evaluate.landmarks", "fan"): "face_alignment"}
+# The generated classes: stage -> name (nested sections: dotted path -> name).
+CLASS_NAMES = {
+    "sample": "SampleConfig", "resample": "ResampleConfig", "landmarks": "LandmarksConfig",
+    "fit3dmm": "Fit3dmmConfig", "pose_depth": "PoseDepthConfig", "warp": "WarpConfig",
+    "sync_expert": "SyncExpertConfig", "train": "TrainConfig", "train.model": "ModelSizes",
+    "render": "RenderConfig", "evaluate": "EvaluateConfig",
+}  # fmt: skip
+_TYPES = {"integer": "int", "number": "float", "string": "str", "boolean": "bool",
+          "array": "tuple", "null": "None"}  # fmt: skip
+
+
+def _frozen(value: Any) -> Any:
+    """A schema value as a dataclass value: lists become tuples (hashable, immutable)."""
+    return tuple(_frozen(v) for v in value) if isinstance(value, list) else value
+
+
+def _annotation(spec: dict) -> str:
+    """The Python type of a schema property, as text (for help and repr only)."""
+    kinds = spec.get("type") or [s.get("type") for s in spec.get("oneOf", [])]
+    kinds = [kinds] if isinstance(kinds, str) else kinds
+    flat = [k for kind in kinds for k in ([kind] if isinstance(kind, str) else kind or [])]
+    return " | ".join(dict.fromkeys(_TYPES.get(k, "Any") for k in flat)) or "Any"
+
+
+def _train_digest(self) -> str:
+    """Hash of everything that changes the trained weights (not the logging cadence)."""
+    keep = {k: v for k, v in dataclasses.asdict(self).items()
+            if k not in ("checkpoint_every", "log_every")}  # fmt: skip
+    keep["steps"] = None  # a longer run may continue a shorter one
+    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# Fields a class has beyond its schema section (set by the code, never by a config).
+_EXTRA = {"train": [("sync_offset", "int", dataclasses.field(default=0))]}
+_METHODS = {"train": {"digest": _train_digest}}
+
+
+def _config_class(path: str, spec: dict) -> type:
+    """The frozen dataclass of the schema object at `path` (nested objects: nested classes)."""
+    fields = []
+    for key, sub in spec["properties"].items():
+        if sub.get("type") == "object" and "properties" in sub:
+            nested = _config_class(f"{path}.{key}", sub)
+            fields.append((key, nested, dataclasses.field(default_factory=nested)))
+        else:
+            default = dataclasses.field(default=_frozen(sub.get("default")))
+            fields.append((key, _annotation(sub), default))
+    cls = dataclasses.make_dataclass(CLASS_NAMES[path], fields + _EXTRA.get(path, []),
+                                     frozen=True, namespace=_METHODS.get(path, {}))  # fmt: skip
+    cls.__module__ = __name__
+    cls.__doc__ = " ".join(str(spec.get("description", "")).split()) or None
+    return cls
 
 
 def load_schema() -> dict[str, Any]:
@@ -214,6 +105,24 @@ def load_schema() -> dict[str, Any]:
         )
     with SCHEMA_PATH.open() as f:
         return yaml.safe_load(f)
+
+
+STAGE_CONFIGS: dict[str, type] = {
+    stage: _config_class(stage, load_schema()["properties"][stage])
+    for stage in CLASS_NAMES
+    if "." not in stage
+}
+SampleConfig = STAGE_CONFIGS["sample"]
+ResampleConfig = STAGE_CONFIGS["resample"]
+LandmarksConfig = STAGE_CONFIGS["landmarks"]
+Fit3dmmConfig = STAGE_CONFIGS["fit3dmm"]
+PoseDepthConfig = STAGE_CONFIGS["pose_depth"]
+WarpConfig = STAGE_CONFIGS["warp"]
+SyncExpertConfig = STAGE_CONFIGS["sync_expert"]
+TrainConfig = STAGE_CONFIGS["train"]
+ModelSizes = type(TrainConfig().model)
+RenderConfig = STAGE_CONFIGS["render"]
+EvaluateConfig = STAGE_CONFIGS["evaluate"]
 
 
 def _with_defaults(validator_class: type) -> type:
@@ -257,6 +166,33 @@ def _check(instance: Any, schema: dict, source: str) -> None:
         raise ConfigError(lines[0] + more + ("\n" + "\n".join(lines[1:]) if more else ""))
 
 
+def _check_renamed(section: Any, stage: str, where: str, source: str) -> None:
+    """Refuse a key or value of `stage`'s section (found at `where`) that has a new name."""
+    if not isinstance(section, dict):
+        return
+    for old, new in RENAMED.items():
+        old_stage, key = old.split(".", 1)
+        if old_stage == stage and key in section:
+            raise ConfigError(
+                f"{source}: {where}.{key} was renamed: use {where}{new[len(stage) :]}"
+            )
+    for (path, value), new in RENAMED_VALUES.items():
+        old_stage, key = path.split(".", 1)
+        if old_stage == stage and section.get(key) == value:
+            raise ConfigError(f"{source}: {where}.{key}: {value!r} was renamed {new!r}")
+
+
+def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `override`'s keys, nested sections merged key by key."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def validate_config(config: dict[str, Any], source: str = "config") -> dict[str, Any]:
     """Validate `config` against the schema and return a copy with every default filled.
 
@@ -265,6 +201,11 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
     """
     if not isinstance(config, dict):
         raise ConfigError(f"{source}: the configuration must be a mapping of keys, got {config!r}")
+    for stage in STAGE_CONFIGS:
+        _check_renamed(config.get(stage), stage, stage, source)
+        for name, subject in (config.get("subjects") or {}).items():
+            if isinstance(subject, dict):
+                _check_renamed(subject.get(stage), stage, f"subjects.{name}.{stage}", source)
     schema = load_schema()
     filled = copy.deepcopy(config)
     # First pass fills defaults (errors are collected by the plain validator below, with paths).
@@ -274,9 +215,9 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
     for name, subject in filled["subjects"].items():
         for stage in STAGE_CONFIGS:
             if stage in subject:
-                merged = {**filled[stage], **subject[stage]}
                 try:
-                    _check(merged, schema["properties"][stage], source)
+                    _check(merged(filled[stage], subject[stage]), schema["properties"][stage],
+                           source)  # fmt: skip
                 except ConfigError as exc:
                     raise ConfigError(
                         str(exc).replace(f"{source}: ", f"{source}: subjects.{name}.{stage}.", 1)
@@ -310,7 +251,7 @@ def stage_section(config: dict[str, Any], stage: str, subject: str | None = None
     """One stage's section of a validated config, with `subject`'s overrides merged in."""
     section = dict(config[stage])
     if subject is not None:
-        section.update(config["subjects"][subject].get(stage, {}))
+        section = merged(section, config["subjects"][subject].get(stage, {}))
     return section
 
 
@@ -320,6 +261,7 @@ def section_from_json(stage: str, text: str) -> dict[str, Any]:
         section = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"--params for {stage}: not valid JSON: {exc}") from None
+    _check_renamed(section, stage, stage, f"{stage} params")
     schema = load_schema()["properties"][stage]
     for _ in _FillingValidator(schema).iter_errors(section):
         pass
@@ -327,14 +269,23 @@ def section_from_json(stage: str, text: str) -> dict[str, Any]:
     return section
 
 
-def stage_config(stage: str, section: dict[str, Any]) -> Any:
-    """Build the frozen dataclass of `stage` from its (validated) section; unknown keys raise."""
-    cls = STAGE_CONFIGS[stage]
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(section) - names)
+def _build(cls: type, section: dict[str, Any], where: str) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(section) - set(fields))
     if unknown:
         raise ConfigError(
-            f"{stage}: unknown key(s) {', '.join(unknown)} (allowed: {sorted(names)})"
+            f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {sorted(fields)})"
         )
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in section.items()}
+    values = {}
+    for key, value in section.items():
+        nested = fields[key].type
+        if isinstance(nested, type) and dataclasses.is_dataclass(nested):
+            values[key] = _build(nested, value or {}, f"{where}.{key}")
+        else:
+            values[key] = _frozen(value)
     return cls(**values)
+
+
+def stage_config(stage: str, section: dict[str, Any]) -> Any:
+    """Build the frozen dataclass of `stage` from its (validated) section; unknown keys raise."""
+    return _build(STAGE_CONFIGS[stage], section, stage)

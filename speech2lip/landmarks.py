@@ -81,13 +81,11 @@ def boxes(points: np.ndarray) -> np.ndarray:
     return np.concatenate([lo, hi - lo], axis=1).astype(np.float32)
 
 
-def run(
-    frames_path: str | Path, meta_path: str | Path, out_dir: str | Path, cfg: LandmarksConfig
-) -> dict:
-    """Landmark every frame of `frames_path` (the resample stage's output) into `out_dir`."""
-    meta = json.loads(Path(meta_path).read_text())
-    n, width, height = meta["n_frames"], meta["width"], meta["height"]
-    frames = tqdm(read_frames(frames_path, width, height), total=n, desc="landmarks",
+def run(frames: str | Path, meta: str | Path, out_dir: str | Path, cfg: LandmarksConfig) -> dict:
+    """Landmark every frame of `frames` (the resample stage's output) into `out_dir`."""
+    clip = json.loads(Path(meta).read_text())
+    n, width, height = clip["n_frames"], clip["width"], clip["height"]
+    stream = tqdm(read_frames(frames, width, height), total=n, desc="landmarks",
                   unit="frame", disable=None)  # fmt: skip
 
     def logged(it):
@@ -98,17 +96,17 @@ def run(
 
     marker = open_landmarker(cfg.backend, cfg.min_confidence, max_faces=2, fan_type=cfg.fan_type)
     with marker:
-        points, found, faces = landmark_frames(logged(frames), n, marker)
+        points, found, faces = landmark_frames(logged(stream), n, marker)
     if (faces > 1).any():
         log.warning(
             "landmarks: several faces in %d frames; the largest is used", int((faces > 1).sum())
         )
-    filled, interpolated = fill_gaps(points, found, cfg.max_gap, cfg.max_missing, str(frames_path))
+    filled, interpolated = fill_gaps(points, found, cfg.max_gap, cfg.max_missing, str(frames))
     box = boxes(filled)
     face_size = float(np.median(np.maximum(box[found, 2], box[found, 3])))
     if face_size < cfg.min_face_size:
         raise Speech2LipError(
-            f"{frames_path}: the face is only ~{face_size:.0f} px across (landmarks.min_face_size "
+            f"{frames}: the face is only ~{face_size:.0f} px across (landmarks.min_face_size "
             f"= {cfg.min_face_size}); crop closer to the face (resample.crop) or use a larger size"
         )
     gaps = runs(interpolated)

@@ -34,7 +34,7 @@ from speech2lip.errors import Speech2LipError
 from speech2lip.geometry import project, rasterize_depth, rotation_angle_deg
 from speech2lip.geometry.topology import inner_lip_opening
 from speech2lip.media import read_frames
-from speech2lip.pictures import save_png
+from speech2lip.pictures import contact_sheet, save_png
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
@@ -185,11 +185,80 @@ def _depth_job(job: tuple[int, int, int]) -> np.ndarray:
     return face_depth(_FIT, index, width, height).astype(np.float16)
 
 
+def canonical_candidates_of(cfg: PoseDepthConfig, points, fitted: dict, train: np.ndarray):
+    """(candidate frames for the canonical frame or None when it is fixed, the inner-lip
+    gaps, the allowed frames): usable train frames with a near-frontal, closed-ish mouth."""
+    n = len(points)
+    if isinstance(cfg.canonical, int):
+        if not 0 <= cfg.canonical < n:
+            raise Speech2LipError(
+                f"pose_depth.canonical = {cfg.canonical} is not a frame (0..{n - 1})"
+            )
+        return None, None, None
+    gap = inner_lip_opening(points)
+    good = fitted["good"]
+    allowed = good & train if (good & train).any() else train
+    return set(canonical_candidates(fitted["rotation"], gap, allowed).tolist()), gap, allowed
+
+
+def stream_depths(dset, pool, frames, lm, fitted, cfg, candidates, qa_idx) -> tuple:
+    """Rasterise every D_o (in `pool`) into `dset` while streaming the frames once, keeping
+    the candidates' sharpness, the QA tiles and the frames the canonical choice may need."""
+    n, height, width = dset.shape
+    points = lm["points"]
+    sharp: dict[int, float] = {}
+    qa_tiles: dict[int, np.ndarray] = {}
+    kept: dict[int, np.ndarray] = {}
+    stream = read_frames(frames, width, height)
+    depths = pool.map(_depth_job, ((i, width, height) for i in range(n)), chunksize=8)
+    progress = tqdm(zip(stream, depths, strict=True), total=n, desc="pose_depth", unit="frame",
+                    disable=None)  # fmt: skip
+    for i, (frame, depth) in enumerate(progress):
+        dset[i] = depth
+        if candidates is not None and i in candidates:
+            x, y, w, h = lm["box"][i].astype(int)
+            crop = frame[max(y, 0) : y + h, max(x, 0) : x + w]
+            value = laplacian_sharpness(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY))
+            if not sharp or value > max(sharp.values()):  # keep the first sharpest only
+                kept = {i: frame.copy()}
+            sharp[i] = value
+        if i in qa_idx:
+            qa_tiles[i] = draw_qa(frame, points[i], fitted, i)
+        if isinstance(cfg.canonical, int) and i == cfg.canonical:
+            kept[i] = frame.copy()
+        if (i + 1) % 500 == 0:
+            log.info("pose_depth: %d/%d frames", i + 1, n)
+    return sharp, qa_tiles, kept
+
+
+def write_canonical(h5, fitted: dict, canon: int, frame_c: np.ndarray, head_grow: float):
+    """D_c (the canonical face depth extended over the head), the head mask, K and poses into
+    geometry.h5; returns (face depth, head region, D_c)."""
+    n, height, width = h5["face_depth"].shape
+    d_face = face_depth(fitted, canon, width, height)
+    region = head_region(d_face > 0, person_mask(frame_c), head_grow)
+    d_c = extend_depth(d_face, region)
+    h5.create_dataset("canonical_depth", data=d_c, compression="gzip")
+    h5.create_dataset("head_mask", data=region.astype(np.uint8), compression="gzip")
+    h5.create_dataset("K", data=fitted["K"])
+    h5.create_dataset("pose", data=fitted["pose"])
+    h5.create_dataset("canonical_pose", data=fitted["pose"][canon])
+    h5.attrs.update({
+        "schema_version": SCHEMA_VERSION, "canonical_index": canon, "n_frames": n,
+        "width": width, "height": height, "depth_units": "metres (camera z), 0 = empty",
+        "pose": "T_o maps head (object) to camera coordinates: X_cam = R X + t",
+        "relative_pose": "T_{c->o} = T_o @ inv(T_c)",
+        "image": "pixels, x right, y down, origin top-left corner, centres at i + 0.5",
+        "camera": "OpenCV: x right, y down, z forward",
+    })  # fmt: skip
+    return d_face, region, d_c
+
+
 def run(
-    frames_path,
-    meta_path,
-    landmarks_path,
-    fit_path,
+    frames,
+    meta,
+    landmarks,
+    fit,
     out_dir,
     cfg: PoseDepthConfig,
     threads: int = 1,
@@ -198,37 +267,25 @@ def run(
 
     `threads` processes rasterise the per-frame depth maps in parallel.
     """
-    meta = json.loads(Path(meta_path).read_text())
-    n, width, height = meta["n_frames"], meta["width"], meta["height"]
-    fit = dict(np.load(fit_path))
-    lm = np.load(landmarks_path)
-    points, good = lm["points"], fit["good"]
-    if len(points) != n or len(fit["pose"]) != n:
+    clip = json.loads(Path(meta).read_text())
+    n, width, height = clip["n_frames"], clip["width"], clip["height"]
+    fitted = dict(np.load(fit))
+    lm = np.load(landmarks)
+    points = lm["points"]
+    if len(points) != n or len(fitted["pose"]) != n:
         raise Speech2LipError(
             f"frame counts disagree: resample {n}, landmarks {len(points)}, fit3dmm "
-            f"{len(fit['pose'])}; re-run from landmarks (snakemake --forcerun landmarks)"
+            f"{len(fitted['pose'])}; re-run from landmarks (snakemake --forcerun landmarks)"
         )
     train = np.zeros(n, bool)
-    train[slice(*meta["split"]["train"])] = True
-    if isinstance(cfg.canonical, int):
-        if not 0 <= cfg.canonical < n:
-            raise Speech2LipError(
-                f"pose_depth.canonical = {cfg.canonical} is not a frame (0..{n - 1})"
-            )
-        candidates = None
-    else:
-        gap = inner_lip_opening(points)
-        allowed = good & train if (good & train).any() else train
-        candidates = set(canonical_candidates(fit["rotation"], gap, allowed).tolist())
+    train[slice(*clip["split"]["train"])] = True
+    candidates, gap, allowed = canonical_candidates_of(cfg, points, fitted, train)
     qa_idx = set(np.linspace(0, n - 1, min(cfg.qa_frames, n)).round().astype(int).tolist())
-    sharp: dict[int, float] = {}
-    qa_tiles: dict[int, np.ndarray] = {}
-    frames_of_interest: dict[int, np.ndarray] = {}
     out_dir = Path(out_dir)
     ctx = multiprocessing.get_context("fork")  # workers inherit the fit; pool made before HDF5
     with (
         ProcessPoolExecutor(
-            max(threads, 1), ctx, initializer=_init_worker, initargs=(fit,)
+            max(threads, 1), ctx, initializer=_init_worker, initargs=(fitted,)
         ) as pool,
         atomic_path(out_dir / "geometry.h5") as tmp,
         h5py.File(tmp, "w") as h5,
@@ -236,67 +293,21 @@ def run(
         dset = h5.create_dataset("face_depth", (n, height, width), np.float16,
                                  chunks=(1, height, width), compression="gzip",
                                  compression_opts=4, shuffle=True)  # fmt: skip
-        stream = read_frames(frames_path, width, height)
-        depths = pool.map(_depth_job, ((i, width, height) for i in range(n)), chunksize=8)
-        for i, (frame, depth) in enumerate(
-            tqdm(
-                zip(stream, depths, strict=True),
-                total=n,
-                desc="pose_depth",
-                unit="frame",
-                disable=None,
-            )  # fmt: skip
-        ):
-            dset[i] = depth
-            if candidates is not None and i in candidates:
-                x, y, w, h = lm["box"][i].astype(int)
-                crop = frame[max(y, 0) : y + h, max(x, 0) : x + w]
-                value = laplacian_sharpness(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY))
-                if not sharp or value > max(sharp.values()):  # keep the first sharpest only
-                    frames_of_interest = {i: frame.copy()}
-                sharp[i] = value
-            if i in qa_idx:
-                qa_tiles[i] = draw_qa(frame, points[i], fit, i)
-            if isinstance(cfg.canonical, int) and i == cfg.canonical:
-                frames_of_interest[i] = frame.copy()
-            if (i + 1) % 500 == 0:
-                log.info("pose_depth: %d/%d frames", i + 1, n)
+        sharp, qa_tiles, kept = stream_depths(dset, pool, frames, lm, fitted, cfg, candidates,
+                                              qa_idx)  # fmt: skip
         if isinstance(cfg.canonical, int):
             canon = cfg.canonical
         else:
-            canon = choose_canonical(fit["rotation"], gap, sharp, allowed)
-        frame_c = frames_of_interest[canon]  # kept while streaming
-        d_face = face_depth(fit, canon, width, height)
-        region = head_region(d_face > 0, person_mask(frame_c), cfg.head_grow)
-        d_c = extend_depth(d_face, region)
-        h5.create_dataset("canonical_depth", data=d_c, compression="gzip")
-        h5.create_dataset("head_mask", data=region.astype(np.uint8), compression="gzip")
-        h5.create_dataset("K", data=fit["K"])
-        h5.create_dataset("pose", data=fit["pose"])
-        h5.create_dataset("canonical_pose", data=fit["pose"][canon])
-        h5.attrs.update({
-            "schema_version": SCHEMA_VERSION, "canonical_index": canon, "n_frames": n,
-            "width": width, "height": height, "depth_units": "metres (camera z), 0 = empty",
-            "pose": "T_o maps head (object) to camera coordinates: X_cam = R X + t",
-            "relative_pose": "T_{c->o} = T_o @ inv(T_c)",
-            "image": "pixels, x right, y down, origin top-left corner, centres at i + 0.5",
-            "camera": "OpenCV: x right, y down, z forward",
-        })  # fmt: skip
+            canon = choose_canonical(fitted["rotation"], gap, sharp, allowed)
+        frame_c = kept[canon]  # kept while streaming
+        d_face, region, d_c = write_canonical(h5, fitted, canon, frame_c, cfg.head_grow)
     tiles = [qa_tiles[i] for i in sorted(qa_tiles)]
-    cols = 4
-    side = 256
-    tiles = [
-        cv2.resize(t, (side, side * height // width), interpolation=cv2.INTER_AREA) for t in tiles
-    ]
-    while len(tiles) % cols:
-        tiles.append(np.zeros_like(tiles[0]))
-    sheet = np.vstack([np.hstack(tiles[r : r + cols]) for r in range(0, len(tiles), cols)])
-    save_png(out_dir / "qa_contact_sheet.png", sheet)
+    save_png(out_dir / "qa_contact_sheet.png", contact_sheet(tiles, 4, 256))
     save_png(out_dir / "qa_canonical_depth.png",
              np.hstack([frame_c, depth_picture(d_face), depth_picture(d_c)]))  # fmt: skip
     summary = {
         "canonical_index": canon,
-        "canonical_rotation_deg": float(rotation_angle_deg(fit["rotation"][canon])),
+        "canonical_rotation_deg": float(rotation_angle_deg(fitted["rotation"][canon])),
         "face_pixels_canonical": int((d_face > 0).sum()),
         "head_pixels_canonical": int(region.sum()),
         "depth_range_m": [float(d_c[d_c > 0].min()), float(d_c.max())],

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from speech2lip.atomic import write_json
 from speech2lip.config import RenderConfig
 from speech2lip.errors import Speech2LipError
 from speech2lip.media import FPS, SAMPLES_PER_FRAME
@@ -28,67 +29,72 @@ from speech2lip.renderer.frames import pingpong
 log = logging.getLogger(__name__)
 
 
+def speech_and_backgrounds(data, audio, driving, start_frame: int):
+    """What to render: (16 kHz samples, per-frame mel windows, background frame ids, what in
+    words): the test split's own audio over its own frames, or `driving` over ping-pong."""
+    from speech2lip.data.audio import frame_mel_windows
+
+    if driving is None:
+        ids = data.split_ids("test")
+        if len(ids) == 0:
+            raise Speech2LipError(f"{data.index_path}: the test split is empty")
+        wav, _ = sf.read(audio, dtype="float32")
+        wav = wav[ids[0] * SAMPLES_PER_FRAME : (ids[-1] + 1) * SAMPLES_PER_FRAME]
+        return wav, data.read_field("mel", ids), ids, "the test split"
+    wav = load_driving_audio(driving)
+    mel = frame_mel_windows(wav, len(wav) // SAMPLES_PER_FRAME)
+    return wav, mel, pingpong(len(mel), len(data), start_frame), f"driving audio {driving}"
+
+
 def run(
-    model_path,
-    index_path,
-    frames_path,
-    meta_path,
-    audio_path,
-    out_path,
+    model,
+    index,
+    frames,
+    meta,
+    audio,
+    video,
     cfg: RenderConfig,
+    figures=None,
     driving: str | None = None,
     source: str | None = None,
     threads: int = 1,
     device: str = "auto",
 ) -> dict:
-    """Render `out_path`: the test split with its own audio (`audio_path`, the resample
-    stage's audio.wav), or `driving` audio over ping-pong backgrounds. `source`: the original
-    video, for `output_size: source`. Writes `out_path` and `<out_path stem>.json` (figures)."""
+    """Render `video`: the test split with its own audio (`audio`, the resample stage's
+    audio.wav), or `driving` audio over ping-pong backgrounds. `source`: the original video,
+    for `output_size: source`. Writes `video` and its figures `figures` (default: `<video
+    stem>.json`)."""
     import torch
 
-    from speech2lip.data.audio import frame_mel_windows
     from speech2lip.data.shards import WarpData
     from speech2lip.models.checkpoint import load_model, pick_device
     from speech2lip.renderer.pose import PoseControl, pose_schedule
 
     torch.set_num_threads(max(1, threads))
     dev = pick_device(device)
-    out_path = Path(out_path)
-    meta = json.loads(Path(meta_path).read_text())
-    model = load_model(model_path, dev)
-    data = WarpData(index_path, fields=FIELDS + ["mel"])
-    if len(data) != meta["n_frames"]:
+    video = Path(video)
+    clip = json.loads(Path(meta).read_text())
+    net = load_model(model, dev)
+    data = WarpData(index, fields=FIELDS + ["mel"])
+    if len(data) != clip["n_frames"]:
         raise Speech2LipError(
-            f"{index_path} has {len(data)} frames, {meta_path} {meta['n_frames']}: re-run warp"
+            f"{index} has {len(data)} frames, {meta} {clip['n_frames']}: re-run warp"
         )
-    if driving is None:
-        ids = data.split_ids("test")
-        if len(ids) == 0:
-            raise Speech2LipError(f"{index_path}: the test split is empty")
-        wav, _ = sf.read(audio_path, dtype="float32")
-        wav = wav[ids[0] * SAMPLES_PER_FRAME : (ids[-1] + 1) * SAMPLES_PER_FRAME]
-        mel, background, what = data.read_field("mel", ids), ids, "the test split"
-    else:
-        wav = load_driving_audio(driving)
-        mel = frame_mel_windows(wav, len(wav) // SAMPLES_PER_FRAME)
-        background = pingpong(len(mel), len(data), cfg.start_frame)
-        what = f"driving audio {driving}"
+    wav, mel, background, what = speech_and_backgrounds(data, audio, driving, cfg.start_frame)
     log.info("render: %s, %d frames (%.1f s) on %s", what, len(mel), len(mel) / FPS, dev)
     offsets = pose_schedule(len(mel), cfg)
     pose = None
     if np.abs(offsets).max() > 0:
-        pose = PoseControl(model, offsets, data.canonical["canonical_pose"])
-    renderer = Renderer(model, data, cfg, dev)
-    stats = stream_video(renderer, mel, background, wav, out_path, Path(frames_path), meta,
+        pose = PoseControl(net, offsets, data.canonical["canonical_pose"])
+    renderer = Renderer(net, data, cfg, dev)
+    stats = stream_video(renderer, mel, background, wav, video, Path(frames), clip,
                          source, pose)  # fmt: skip
     stats.update({"audio": str(driving) if driving else "test split", "device": dev,
                   "config": dataclasses.asdict(cfg), "start_frame": cfg.start_frame,
                   "pose_control": pose is not None,
                   "background": "test split frames" if driving is None else
                   f"ping-pong from frame {cfg.start_frame}"})  # fmt: skip
-    from speech2lip.atomic import write_json
-
-    write_json(out_path.with_suffix(".json"), stats)
+    write_json(Path(figures) if figures else video.with_suffix(".json"), stats)
     log.info("render: %d frames in %.1f s (%.1f frames/s) -> %s", stats["frames"],
-             stats["seconds"], stats["frames_per_second"], out_path)  # fmt: skip
+             stats["seconds"], stats["frames_per_second"], video)  # fmt: skip
     return stats

@@ -175,6 +175,42 @@ def find_crop(info: Probe, cfg: ResampleConfig) -> tuple[tuple[int, int, int, in
     return square_around(boxes, cfg.crop_margin, bounds), "auto"
 
 
+def write_frames(video, path, size: tuple[int, int], box, cfg: ResampleConfig, expected: int):
+    """Decode `video` through the crop/scale filters into `path` (FFV1, 25 fps); returns the
+    frame count, refusing a truncated or too-short video."""
+    out_w, out_h = size
+    with FrameWriter(path, out_w, out_h, FPS, "ffv1") as writer:
+        frames = read_frames(video, out_w, out_h, scale_filters(box, cfg.size))
+        for frame in tqdm(frames, total=expected, desc="resample", unit="frame", disable=None):
+            writer.write(frame)
+            if writer.count % 500 == 0:
+                log.info("resample: %d/~%d frames", writer.count, expected)
+        writer.close()
+        n = writer.count
+    if n < 0.9 * expected - 2:
+        raise Speech2LipError(
+            f"{video}: decoded only {n} of ~{expected} frames (truncated file?); re-export it"
+        )
+    if n / FPS < cfg.min_duration:
+        raise Speech2LipError(
+            f"{video}: only {n / FPS:.2f} s of video decoded, less than resample.min_duration"
+        )
+    return n
+
+
+def write_audio(video, path, info: Probe, n: int) -> tuple[np.ndarray, dict]:
+    """The audio track as 16 kHz mono PCM in `path`, shifted and cut to the `n` frames."""
+    audio, fit = fit_audio(read_audio(video, SAMPLE_RATE), info.audio_start - info.video_start, n)
+    log.info(
+        "audio/video reconciled: offset %+d samples, tail %+d samples (%+.1f ms)",
+        fit["offset_samples"], fit["tail_samples"], fit["tail_ms"],
+    )  # fmt: skip
+    if abs(fit["tail_ms"]) > 500:
+        log.warning("audio and video lengths differ by %.0f ms: check the source", fit["tail_ms"])
+    sf.write(path, audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    return audio, fit
+
+
 def run(video: str | Path, out_dir: str | Path, cfg: ResampleConfig) -> dict:
     """Resample `video` into `out_dir`; returns the meta data written to `meta.json`."""
     out_dir = Path(out_dir)
@@ -196,34 +232,8 @@ def run(video: str | Path, out_dir: str | Path, cfg: ResampleConfig) -> dict:
         meta_tmp = stack.enter_context(atomic_path(out_dir / "meta.json"))
         wav_tmp = stack.enter_context(atomic_path(out_dir / "audio.wav"))
         mkv_tmp = stack.enter_context(atomic_path(out_dir / "frames.mkv"))
-        writer = stack.enter_context(FrameWriter(mkv_tmp, out_w, out_h, FPS, "ffv1"))
-        frames = read_frames(video, out_w, out_h, scale_filters(box, cfg.size))
-        for frame in tqdm(frames, total=expected, desc="resample", unit="frame", disable=None):
-            writer.write(frame)
-            if writer.count % 500 == 0:
-                log.info("resample: %d/~%d frames", writer.count, expected)
-        writer.close()
-        n = writer.count
-        if n < 0.9 * expected - 2:
-            raise Speech2LipError(
-                f"{video}: decoded only {n} of ~{expected} frames (truncated file?); re-export it"
-            )
-        if n / FPS < cfg.min_duration:
-            raise Speech2LipError(
-                f"{video}: only {n / FPS:.2f} s of video decoded, less than resample.min_duration"
-            )
-        audio, fit = fit_audio(
-            read_audio(video, SAMPLE_RATE), info.audio_start - info.video_start, n
-        )
-        log.info(
-            "audio/video reconciled: offset %+d samples, tail %+d samples (%+.1f ms)",
-            fit["offset_samples"], fit["tail_samples"], fit["tail_ms"],
-        )  # fmt: skip
-        if abs(fit["tail_ms"]) > 500:
-            log.warning(
-                "audio and video lengths differ by %.0f ms: check the source", fit["tail_ms"]
-            )
-        sf.write(wav_tmp, audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+        n = write_frames(video, mkv_tmp, (out_w, out_h), box, cfg, expected)
+        audio, fit = write_audio(video, wav_tmp, info, n)
         meta = {
             "schema_version": SCHEMA_VERSION,
             "speech2lip_version": __version__,

@@ -152,15 +152,15 @@ def load_windows(index_path) -> tuple:
     return crops, torch.from_numpy(mel), train, test
 
 
-def run(index_path, out_dir, cfg: SyncExpertConfig, threads: int = 1) -> dict:
+def run(index, out_dir, cfg: SyncExpertConfig, threads: int = 1) -> dict:
     """Load or train the expert, verify it on ground truth, write expert.pt and the report."""
     t0 = time.monotonic()
     out_dir = Path(out_dir)
     torch.set_num_threads(max(1, threads))
-    crops, mel, train_starts, test_starts = load_windows(index_path)
+    crops, mel, train_starts, test_starts = load_windows(index)
     if len(train_starts) < 2 or len(test_starts) < 1:
         raise Speech2LipError(
-            f"{index_path}: too few 5-frame windows to train or check a sync expert "
+            f"{index}: too few 5-frame windows to train or check a sync expert "
             f"({len(train_starts)} train, {len(test_starts)} test); use a longer clip"
         )
     history: list[float] = []

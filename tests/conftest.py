@@ -119,18 +119,27 @@ def media(name: str) -> Path:
     return path
 
 
-TINY_TRAIN = dict(steps=24, batch_frames=4, width=16, depth=2, skip=0, uv_freqs=2, audio_dim=8,
-                  audio_radius=1, blend_channels=(4, 8), checkpoint_every=24, log_every=12,
-                  mouth_start=0, lips_pixels=256, mouth_frames=2, sync_weight=0.0)  # fmt: skip
+TINY_SIZES = dict(
+    lips_width=16,
+    lips_layers=2,
+    lips_skip=0,
+    uv_freqs=2,
+    audio_dim=8,
+    audio_radius=1,
+    blend_channels=(4, 8),
+)
+TINY_TRAIN = dict(steps=24, batch_frames=4, checkpoint_every=24, log_every=12, mouth_start=0,
+                  lips_pixels=256, mouth_frames=2, sync_weight=0.0)  # fmt: skip
 
 
 @pytest.fixture(scope="session")
 def demo_model(demo_warp, tmp_path_factory) -> Path:
     """A tiny model trained for a few steps on the 3-second demo: `model.pt`."""
-    from speech2lip.config import TrainConfig
+    from speech2lip.config import ModelSizes, TrainConfig
     from speech2lip.train import run
 
     out = tmp_path_factory.mktemp("train")
-    run(demo_warp / "index.json", out, TrainConfig(**TINY_TRAIN), threads=1, resume="no",
+    cfg = TrainConfig(**TINY_TRAIN, model=ModelSizes(**TINY_SIZES))
+    run(demo_warp / "index.json", out, cfg, threads=1, resume="no",
         device="cpu")  # fmt: skip
     return out / "model.pt"

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
+import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from conftest import encode
+from conftest import ROOT, encode
 
-from speech2lip.cli import main
+from speech2lip.cli import STAGES, main
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -28,8 +31,10 @@ def test_help_explains_every_parameter(stage):
     assert proc.returncode == 0
     from speech2lip.config import load_schema
 
-    for key in load_schema()["properties"][stage]["properties"]:
-        assert f"--{key.replace('_', '-')}" in proc.stdout
+    props = load_schema()["properties"][stage]["properties"]
+    for key, spec in props.items():
+        for name in spec.get("properties", {key: spec}):  # a nested section: its keys
+            assert f"--{name.replace('_', '-')}" in proc.stdout
     assert "[default:" in proc.stdout
 
 
@@ -39,7 +44,9 @@ def test_top_level_help_lists_stages():
 
 
 def test_error_is_one_line_and_nonzero(tmp_path):
-    proc = cli("resample", str(tmp_path / "missing.mp4"), str(tmp_path / "out"))
+    proc = cli(
+        "resample", "--video", str(tmp_path / "missing.mp4"), "--out-dir", str(tmp_path / "out")
+    )
     assert proc.returncode == 1
     assert (
         proc.stderr.strip()
@@ -50,7 +57,7 @@ def test_error_is_one_line_and_nonzero(tmp_path):
 
 
 def test_bad_flag_value_names_the_key(tmp_path, capsys):
-    assert main(["resample", "a.mp4", str(tmp_path), "--crop", "atuo"]) == 1
+    assert main(["resample", "--video", "a.mp4", "--out-dir", str(tmp_path), "--crop", "atuo"]) == 1
     assert "resample params: crop: 'atuo' is not valid" in capsys.readouterr().err
 
 
@@ -60,8 +67,8 @@ def test_flags_override_config_and_params(tmp_path):
     cfg = tmp_path / "config.yaml"
     cfg.write_text("resample:\n  crop: none\n  size: 96\n")
     params = json.dumps({"size": 80})
-    code = main(["resample", str(src), str(tmp_path / "out"), "--config", str(cfg),
-                 "--params", params, "--test-fraction", "0.25"])  # fmt: skip
+    code = main(["resample", "--video", str(src), "--out-dir", str(tmp_path / "out"),
+                 "--config", str(cfg), "--params", params, "--test-fraction", "0.25"])  # fmt: skip
     assert code == 0
     meta = json.loads((tmp_path / "out" / "meta.json").read_text())
     assert meta["width"] == 80 and meta["crop"]["mode"] == "none"
@@ -72,6 +79,60 @@ def test_unknown_subject_with_config(tmp_path, capsys):
     cfg = tmp_path / "config.yaml"
     cfg.write_text("subjects:\n  may:\n    video: may.mp4\n")
     assert (
-        main(["resample", "x.mp4", str(tmp_path), "--config", str(cfg), "--subject", "obama"]) == 1
+        main(
+            [
+                "resample",
+                "--video",
+                "x.mp4",
+                "--out-dir",
+                str(tmp_path),
+                "--config",
+                str(cfg),
+                "--subject",
+                "obama",
+            ]
+        )
+        == 1
     )
     assert "no subject 'obama'" in capsys.readouterr().err
+
+
+HANDOFF = re.compile(r"--([a-z-]+) \{(input|output|params)\.([a-z_]+)(?::q)?\}")
+RUN_OPTIONS = {"cfg", "threads", "resume", "device"}  # not files: not handoffs
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_handoffs_have_one_name_in_the_rule_the_cli_and_run(stage):
+    """Each rule passes its files as `--name {input.name}` (or output/params), the CLI declares
+    exactly those options, and the stage's `run` takes them as keywords of the same name."""
+    shell = (ROOT / "rules" / f"{stage}.smk").read_text().split("shell:")[1]
+    passed = {}
+    for option, _, name in HANDOFF.findall(shell):
+        if option == "params":  # the stage's config section, not a file
+            continue
+        assert option.replace("-", "_") == name, f"{stage}: --{option} carries {name}"
+        passed[name] = True
+    declared = {name: required for name, _, required in STAGES[stage][2]}
+    assert set(passed) <= set(declared), f"{stage}: the rule passes undeclared {passed}"
+    assert {n for n, required in declared.items() if required} <= set(passed)
+    run = importlib.import_module(f"speech2lip.{stage}").run
+    params = inspect.signature(run).parameters
+    assert set(params) - RUN_OPTIONS == set(declared), stage
+    for name, parameter in params.items():  # optional handoffs have defaults in run too
+        if name in declared and not declared[name]:
+            assert parameter.default is not inspect.Parameter.empty, (stage, name)
+
+
+def test_handoffs_are_keywords_not_positions(tmp_path):
+    proc = cli("landmarks", str(tmp_path / "frames.mkv"), str(tmp_path / "meta.json"), "out")
+    assert proc.returncode == 2 and "the following arguments are required: --frames" in proc.stderr
+
+
+def test_nested_flags_merge_into_their_section():
+    from speech2lip.cli import _stage_config, build_parser
+
+    argv = ["train", "--index", "i", "--out-dir", "o", "--lips-width", "32",
+            "--params", '{"model": {"lips_layers": 3}}']  # fmt: skip
+    args = build_parser().parse_args(argv)
+    cfg = _stage_config(args, "train")
+    assert cfg.model.lips_width == 32 and cfg.model.lips_layers == 3 and cfg.model.lips_skip is None

@@ -13,6 +13,7 @@ from speech2lip.config import (
     ConfigError,
     load_config,
     load_schema,
+    merged,
     section_from_json,
     stage_config,
     stage_section,
@@ -98,16 +99,71 @@ def test_dataclass_rejects_unknown_keys():
 
 
 @pytest.mark.parametrize("stage", sorted(STAGE_CONFIGS))
-def test_schema_and_dataclasses_agree(stage):
-    schema = load_schema()["properties"][stage]
-    assert schema["additionalProperties"] is False
-    fields = {f.name: f.default for f in dataclasses.fields(STAGE_CONFIGS[stage])}
-    props = schema["properties"]
-    assert set(fields) == set(props)
-    for name, spec in props.items():
-        assert "description" in spec and "default" in spec, name
-        default = spec["default"]
-        assert fields[name] == (tuple(default) if isinstance(default, list) else default), name
+def test_dataclasses_are_the_schema(stage):
+    """The classes are generated from the schema: same keys (nested sections nested), the
+    schema's defaults, plus only the fields the code sets itself."""
+
+    def check(cls, schema, path):
+        assert schema["additionalProperties"] is False, path
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        assert set(fields) - set(schema["properties"]) <= {"sync_offset"}, path
+        for name, spec in schema["properties"].items():
+            if spec.get("type") == "object":
+                check(fields[name].type, spec, f"{path}.{name}")
+                continue
+            default = spec["default"]
+            assert fields[name].default == (tuple(default) if isinstance(default, list)
+                                            else default), f"{path}.{name}"  # fmt: skip
+
+    check(STAGE_CONFIGS[stage], load_schema()["properties"][stage], stage)
+
+
+def test_shipped_config_restates_every_default():
+    """config.yaml repeats the schema's defaults for the reader: it must not drift."""
+
+    def walk(shipped, schema, path):
+        assert set(shipped) == set(schema["properties"]), path
+        for key, spec in schema["properties"].items():
+            if spec.get("type") == "object" and "properties" in spec:
+                walk(shipped[key], spec, f"{path}.{key}")
+            else:
+                assert shipped[key] == spec["default"], f"{path}.{key}"
+
+    text = yaml.safe_load((ROOT / "config.yaml").read_text())
+    for stage in STAGE_CONFIGS:
+        walk(text[stage], load_schema()["properties"][stage], stage)
+
+
+@pytest.mark.parametrize(
+    ("config", "text"),
+    [
+        ({"train": {"width": 64}}, "cfg.yaml: train.width was renamed: use train.model.lips_width"),
+        ({"train": {"depth": 4}}, "train.depth was renamed: use train.model.lips_layers"),
+        ({"evaluate": {"landmarks": "fan"}},
+         "evaluate.landmarks: 'fan' was renamed 'face_alignment'"),
+    ],
+)  # fmt: skip
+def test_an_old_key_name_names_the_new_one(config, text):
+    with pytest.raises(ConfigError) as err:
+        validate_config(config, source="cfg.yaml")
+    assert text in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="was renamed"):  # the rules' --params path too
+        section_from_json("train", '{"blend_channels": [4, 8]}')
+
+
+def test_nested_model_sizes_merge_and_build():
+    config = validate_config({"train": {"model": {"lips_width": 96}}})
+    assert config["train"]["model"]["lips_layers"] is None  # nested defaults filled
+    assert merged({"model": {"a": 1, "b": 2}, "c": 3}, {"model": {"b": 5}}) == {
+        "model": {"a": 1, "b": 5}, "c": 3}  # fmt: skip
+    section = stage_section(config, "train")
+    section["model"]["lips_layers"] = 6
+    cfg = stage_config("train", section)
+    assert cfg.model.lips_width == 96 and cfg.model.lips_layers == 6 and cfg.model.lips_skip is None
+    with pytest.raises(ConfigError, match="train.model.lips_width: 2 is less than"):
+        validate_config({"train": {"model": {"lips_width": 2}}}, source="x")
+    with pytest.raises(ConfigError, match=r"train.model: unknown key\(s\) width"):
+        stage_config("train", {"model": {"width": 3}})
 
 
 def test_every_schema_key_is_typed_and_described():
@@ -125,4 +181,4 @@ def test_every_schema_key_is_typed_and_described():
 def test_shipped_config_mentions_every_stage_key():
     text = yaml.safe_load((ROOT / "config.yaml").read_text())
     for stage, cls in STAGE_CONFIGS.items():
-        assert set(text[stage]) == {f.name for f in dataclasses.fields(cls)}
+        assert set(text[stage]) == {f.name for f in dataclasses.fields(cls)} - {"sync_offset"}

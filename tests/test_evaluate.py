@@ -38,8 +38,9 @@ def rendered(demo_model, demo_geometry, demo_warp, tmp_path_factory):
 
     r = demo_geometry / "resample"
     out = tmp_path_factory.mktemp("render") / "video.mp4"
-    run(demo_model, demo_warp / "index.json", r / "frames.mkv", r / "meta.json", r / "audio.wav",
-        out, RenderConfig(output_size="cropped"), device="cpu")  # fmt: skip
+    run(model=demo_model, index=demo_warp / "index.json", frames=r / "frames.mkv",
+        meta=r / "meta.json", audio=r / "audio.wav", video=out,
+        cfg=RenderConfig(output_size="cropped"), device="cpu")  # fmt: skip
     return out
 
 
@@ -48,10 +49,11 @@ def test_evaluate_writes_metrics_baselines_and_a_report(demo_model, demo_geometr
     from speech2lip.evaluate import run
 
     r = demo_geometry / "resample"
-    train_dir = demo_model.parent
-    summary = run(demo_model, demo_warp / "index.json", r / "frames.mkv", r / "meta.json",
-                  r / "audio.wav", rendered, train_dir, tmp_path / "no_expert", tmp_path / "ev",
-                  EvaluateConfig(strip_frames=3), device="cpu")  # fmt: skip
+    summary = run(model=demo_model, index=demo_warp / "index.json", frames=r / "frames.mkv",
+                  meta=r / "meta.json", audio=r / "audio.wav", video=rendered,
+                  figures=rendered.with_suffix(".json"), expert=tmp_path / "no_expert/expert.pt",
+                  loss_curve=demo_model.parent / "loss_curve.png", out_dir=tmp_path / "ev",
+                  cfg=EvaluateConfig(strip_frames=3), device="cpu")  # fmt: skip
     saved = json.loads((tmp_path / "ev/metrics.json").read_text())
     assert saved["methods"].keys() == {"ground_truth", "speech2lip", "static_mouth",
                                        "nearest_audio"}  # fmt: skip

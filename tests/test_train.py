@@ -9,18 +9,21 @@ import numpy as np
 import pytest
 import torch
 
+from speech2lip.config import ModelSizes, TrainConfig
 from speech2lip.data.shards import WarpData
 from speech2lip.errors import Speech2LipError
-from speech2lip.models.assembled import ModelSizes, Speech2Lip
-from speech2lip.train.loop import LoopOptions, batch_ids, train
+from speech2lip.models.assembled import Speech2Lip
+from speech2lip.train.loop import batch_ids, train
 
-TINY = ModelSizes(audio_dim=16, audio_radius=1, uv_freqs=4, time_freqs=2, width=32, depth=3,
-                  skip=2, blend_channels=(8, 16))  # fmt: skip
+TINY = ModelSizes(audio_dim=16, audio_radius=1, uv_freqs=4, time_freqs=2, lips_width=32,
+                  lips_layers=3, lips_skip=2, blend_channels=(8, 16))  # fmt: skip
+# every key a preset would fill, fixed here so the loop's tests do not follow the presets
+FIXED = dict(lips_pixels=0, mouth_frames=0, lr=2e-3, mouth_start=0, sync_weight=0.0, sync_start=0)
 
 
-def options(**kw) -> LoopOptions:
-    base = dict(steps=6, batch_frames=3, checkpoint_every=3, log_every=2, sizes=TINY)
-    return LoopOptions(**{**base, **kw})
+def options(**kw) -> TrainConfig:
+    base = dict(steps=6, batch_frames=3, checkpoint_every=3, log_every=2, model=TINY, **FIXED)
+    return TrainConfig(**{**base, **kw})
 
 
 def test_model_pieces_shapes_and_gradients(demo_warp):
@@ -111,9 +114,10 @@ def test_train_stage_writes_a_model_that_rebuilds_alone(demo_warp, tmp_path):
     from speech2lip.models.checkpoint import load_model
     from speech2lip.train import run
 
-    cfg = TrainConfig(steps=4, batch_frames=2, width=16, depth=2, skip=0, uv_freqs=2,
-                      audio_dim=8, audio_radius=1, blend_channels=(4, 8), checkpoint_every=2,
-                      log_every=2, mouth_start=0)  # fmt: skip
+    sizes = ModelSizes(lips_width=16, lips_layers=2, lips_skip=0, uv_freqs=2, audio_dim=8,
+                       audio_radius=1, blend_channels=(4, 8))  # fmt: skip
+    cfg = TrainConfig(steps=4, batch_frames=2, model=sizes, checkpoint_every=2, log_every=2,
+                      mouth_start=0)  # fmt: skip
     summary = run(demo_warp / "index.json", tmp_path, cfg, threads=1, resume="no", device="cpu")
     for name in ("model.pt", "train.json", "loss_curve.png", "train_log.csv", "heldout.csv",
                  "ckpt/last.pt", "previews/step_000004.png"):  # fmt: skip
@@ -143,7 +147,7 @@ def test_train_stage_writes_a_model_that_rebuilds_alone(demo_warp, tmp_path):
 
 
 def test_step_logs_are_trimmed_to_the_resumed_step(tmp_path):
-    from speech2lip.train.loop import trim_step_log
+    from speech2lip.train.resume import trim_step_log
 
     path = tmp_path / "heldout.csv"
     path.write_text("step,psnr\n2,20.0\n4,21.0\n6,22.0\n")
@@ -154,21 +158,19 @@ def test_step_logs_are_trimmed_to_the_resumed_step(tmp_path):
     assert not path.exists()
 
 
-def test_presets_fill_only_null_keys_and_defaults_agree():
-    import dataclasses
-
-    from speech2lip.config import TrainConfig
+def test_presets_fill_only_null_keys():
     from speech2lip.train.presets import PRESETS, resolve
 
     demo = resolve(TrainConfig())
-    assert demo.steps == PRESETS["demo"]["steps"] and demo.sizes.width == PRESETS["demo"]["width"]
-    paper = resolve(TrainConfig(preset="paper", width=128))
-    assert paper.sizes.width == 128 and paper.sizes.depth == 8 and paper.sizes.skip == 4
-    # The options the loop runs with default to the config's defaults (no silent drift).
-    config = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    for f in dataclasses.fields(LoopOptions):
-        if f.name in config and config[f.name] is not None:
-            assert f.default == config[f.name], f.name
+    assert demo.steps == PRESETS["demo"].steps
+    assert demo.model.lips_width == PRESETS["demo"].model.lips_width
+    paper = resolve(TrainConfig(preset="paper", model=ModelSizes(lips_width=128)))
+    assert paper.model.lips_width == 128 and paper.model.lips_layers == 8
+    assert paper.model.lips_skip == 4 and paper.lips_focus == TrainConfig().lips_focus
+    for preset in PRESETS.values():  # a preset fills every key a config may leave null
+        filled = resolve(dataclasses.replace(preset, steps=None))
+        assert None not in dataclasses.asdict(filled).values()
+        assert None not in dataclasses.asdict(filled.model).values()
 
 
 @pytest.mark.slow
@@ -189,8 +191,9 @@ def test_a_short_run_beats_the_static_mouth_on_held_out_speech(demo_warp, tmp_pa
     rest = train_split[(train_split < first - 3) | (train_split >= first + 16)]
     opts = options(steps=300, batch_frames=4, lr=3e-3, mouth_start=10**9, depth_weight=0.0,
                    checkpoint_every=300, log_every=100,
-                   sizes=ModelSizes(audio_dim=16, audio_radius=1, uv_freqs=4, time_freqs=0,
-                                    width=32, depth=3, skip=0, blend_channels=(8, 16)))  # fmt: skip
+                   model=ModelSizes(audio_dim=16, audio_radius=1, uv_freqs=4, time_freqs=0,
+                                    lips_width=32, lips_layers=3, lips_skip=0,
+                                    blend_channels=(8, 16)))  # fmt: skip
     model, _ = train(data, tmp_path, opts, resume="no", train_ids=rest)
     ours = lips_psnr(model, data, held, 1, "cpu")
     static = static_psnr(data, held)

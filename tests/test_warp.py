@@ -16,6 +16,7 @@ from speech2lip import fit3dmm, landmarks, pose_depth, resample, warp
 from speech2lip.config import LandmarksConfig, PoseDepthConfig, ResampleConfig, WarpConfig
 from speech2lip.data.shards import SCHEMA_VERSION, Field, WarpData, create_fields
 from speech2lip.errors import Speech2LipError
+from speech2lip.geometry import regions
 
 SMALL = WarpConfig(shard_frames=32, qa_frames=4)
 
@@ -88,7 +89,8 @@ def _collect(stream):
 
 def test_stored_lips_are_the_o2c_warp_of_the_frame(demo_warp, demo_geometry):
     """Recompute one frame's fields from the inputs: the shards hold exactly that."""
-    from speech2lip.warp import read_one, warp_batch
+    from speech2lip.warp import read_one
+    from speech2lip.warp.worker import warp_batch
 
     data = WarpData(demo_warp / "index.json")
     i = 41
@@ -233,15 +235,15 @@ def test_frame_and_audio_counts_must_agree(demo_geometry, tmp_path):
 
 def test_lip_and_extended_boxes():
     lips = np.array([[100, 200], [140, 210], [120, 190], [120, 222]], float)
-    box, too_big = warp.lip_box(lips, np.stack([lips, lips * 1.0]), "auto", 8, 512, 512)
+    box, too_big = regions.lip_box(lips, np.stack([lips, lips * 1.0]), "auto", 8, 512, 512)
     assert box == (88, 182, 64, 48) and too_big == 0  # 40x32 + 2x8 -> 56x48 -> 64x48
-    box, too_big = warp.lip_box(lips, lips[None], (32, 16), 8, 512, 512)
+    box, too_big = regions.lip_box(lips, lips[None], (32, 16), 8, 512, 512)
     assert box[2:] == (32, 16) and too_big == 1.0
-    box, _ = warp.lip_box(lips - np.array([100, 200]), lips[None], (64, 48), 8, 512, 512)
+    box, _ = regions.lip_box(lips - np.array([100, 200]), lips[None], (64, 48), 8, 512, 512)
     assert box[:2] == (0, 0)  # kept inside the image
-    ext = warp.extended_box((88, 174, 64, 48), (1.5, 2.0), 512, 512)
+    ext = regions.extended_box((88, 174, 64, 48), (1.5, 2.0), 512, 512)
     assert ext == (72, 158, 96, 96)  # 16 px each side, 16 above, 32 below (chin)
-    origins = warp.box_origins(np.array([[10.0, 500.0], [256, 256]]), (96, 96), 512, 512)
+    origins = regions.box_origins(np.array([[10.0, 500.0], [256, 256]]), (96, 96), 512, 512)
     assert origins.tolist() == [[0, 416], [208, 208]]
 
 

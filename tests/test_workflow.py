@@ -21,10 +21,10 @@ TINY = {  # every stage, in seconds: a 3-second clip, a few training steps
     "sample": {"duration": 3, "size": 256, "seed": 1}, "resample": {"size": 192},
     "fit3dmm": {"iterations": 30, "n_expression": 8},
     "sync_expert": {"steps": 3, "batch": 4, "search_offsets": 2},
-    "train": {"steps": 12, "batch_frames": 4, "width": 16, "depth": 2, "skip": 0, "uv_freqs": 2,
-              "audio_dim": 8, "audio_radius": 1, "blend_channels": [4, 8], "mouth_start": 0,
-              "sync_start": 0, "checkpoint_every": 12, "log_every": 6, "lips_pixels": 128,
-              "mouth_frames": 1},
+    "train": {"steps": 12, "batch_frames": 4, "mouth_start": 0, "sync_start": 0,
+              "checkpoint_every": 12, "log_every": 6, "lips_pixels": 128, "mouth_frames": 1,
+              "model": {"lips_width": 16, "lips_layers": 2, "lips_skip": 0, "uv_freqs": 2,
+                        "audio_dim": 8, "audio_radius": 1, "blend_channels": [4, 8]}},
     "render": {"encoder_preset": "ultrafast"}, "evaluate": {"strip_frames": 2},
 }  # fmt: skip
 

@@ -101,21 +101,26 @@ def verdicts(methods: dict) -> list[str]:
 class Evaluation:
     """Inputs shared by the measurements of every method."""
 
-    def __init__(self, model_path, index_path, frames_path, meta_path, cfg, device):
+    def __init__(self, model, index, frames, meta, cfg: EvaluateConfig, device: str) -> None:
         from speech2lip.data.shards import WarpData
         from speech2lip.models.checkpoint import load_model
         from speech2lip.renderer import FIELDS, Renderer
 
         self.cfg, self.device = cfg, device
-        self.meta = json.loads(Path(meta_path).read_text())
-        self.frames_path = Path(frames_path)
-        self.data = WarpData(index_path, fields=FIELDS + ["mel", "landmarks", "canonical_lips"])
-        self.model = load_model(model_path, device)
+        self.meta = json.loads(Path(meta).read_text())
+        self.frames_path = Path(frames)
+        self.data = WarpData(index, fields=FIELDS + ["mel", "landmarks", "canonical_lips"])
+        self.model = load_model(model, device)
         self.test = self.data.split_ids("test")
         self.mel = self.data.read_field("mel", np.arange(len(self.data)))
         ex, ey, ew, eh = self.data.index["extended_box"]
         self.box = (ew, eh)
         self.renderer = Renderer(self.model, self.data, RenderConfig(), device)
+        self.syncnet = None
+        if cfg.syncnet:
+            from speech2lip.models.syncnet_v2 import load_syncnet_v2
+
+            self.syncnet = load_syncnet_v2(cfg.syncnet).to(device)
 
     def decode(self, video: Path, pasted_back: bool, limit: int):
         """A rendered video's frames in the resampled geometry."""
@@ -136,9 +141,12 @@ class Evaluation:
         return read_frames(self.frames_path, w, h, seek=start / FPS if start else None,
                            limit=len(ids))  # fmt: skip
 
-    def face_boxes(self, background: np.ndarray) -> list:
+    def face_boxes(self, background: np.ndarray) -> list | None:
+        """SyncNet's face crops over `background` frames (None without SyncNet)."""
         from speech2lip.evaluate.measure import face_crop_box
 
+        if self.syncnet is None:
+            return None
         points = self.data.read_field("landmarks", background)
         return [face_crop_box(p, self.meta["width"], self.meta["height"]) for p in points]
 
@@ -156,151 +164,116 @@ class Evaluation:
                              starts, search)  # fmt: skip
         return curve_summary(curve, search)
 
-
-def run(
-    model_path,
-    index_path,
-    frames_path,
-    meta_path,
-    audio_path,
-    video_path,
-    train_dir,
-    expert_dir,
-    out_dir,
-    cfg: EvaluateConfig,
-    driven: list[str] | tuple = (),
-    source: str | None = None,
-    threads: int = 1,
-    device: str = "auto",
-) -> dict:
-    """Measure ours, the ground truth and the baselines on the test split (and the driven
-    videos); write `metrics.json` and `report.html` into `out_dir`."""
-    import soundfile as sf
-    import torch
-
-    from speech2lip.evaluate import report
-    from speech2lip.evaluate.measure import measure
-    from speech2lip.models.checkpoint import pick_device
-    from speech2lip.models.expert import load_checked
-    from speech2lip.renderer import stream_video
-    from speech2lip.renderer.frames import pingpong
-
-    t0 = time.monotonic()
-    torch.set_num_threads(max(1, threads))
-    dev = pick_device(device)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ev = Evaluation(model_path, index_path, frames_path, meta_path, cfg, dev)
-    video_path = Path(video_path)
-    if not video_path.is_file():
-        raise Speech2LipError(f"{video_path} not found: run the render stage first")
-    stats_path = video_path.with_suffix(".json")
-    render_stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
-    render_cfg = RenderConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                 for k, v in render_stats.get("config", {}).items()})  # fmt: skip
-    pasted = bool(render_stats.get("pasted_back", False))
-    ev.renderer.cfg = render_cfg
-    test = ev.test
-    origins = ev.data.read_field("mouth_origin", test)
-    face_boxes = ev.face_boxes(test) if cfg.syncnet else None
-    expert, _, expert_state = load_checked(Path(expert_dir) / "expert.pt")
-    syncnet = None
-    if cfg.syncnet:
-        from speech2lip.models.syncnet_v2 import load_syncnet_v2
-
-        syncnet = load_syncnet_v2(cfg.syncnet).to(dev)
-    wav, _ = sf.read(audio_path, dtype="float32")
-    test_wav = wav[test[0] * SAMPLES_PER_FRAME : (test[-1] + 1) * SAMPLES_PER_FRAME]
-    test_mel = ev.mel[test]
-
-    def lse_of(track, audio):
-        if syncnet is None:
+    def lse(self, track, wav: np.ndarray) -> dict | None:
+        """LSE-D / LSE-C of the track's face crops against `wav` (None without SyncNet)."""
+        if self.syncnet is None:
             return None
         from speech2lip.evaluate.metrics import distance_curve, lse
         from speech2lip.models.syncnet_v2 import syncnet_features
 
-        v, a = syncnet_features(syncnet, np.stack(track.face_crops), audio)
+        v, a = syncnet_features(self.syncnet, np.stack(track.face_crops), wav)
         return lse(distance_curve(v, a))
 
-    # Baselines: the same composition with other lips.
-    videos = {"speech2lip": video_path}
-    if cfg.baselines:
-        index = np.array([int(ev.data.canonical["canonical_index"])])
-        canon = ev.data.read_field("canonical_lips", index)
-        static = torch.from_numpy(canon[0]).permute(2, 0, 1).float() / 255
-        nearest = nearest_audio_ids(ev.mel, test, ev.data.split_ids("train"))
-        near_lips = ev.data.read_field("canonical_lips", nearest)
+    def summary_of(self, track, reference, expert, mel: np.ndarray, wav: np.ndarray) -> dict:
+        """`summarise` with the track's sync proxy and LSE."""
+        return summarise(track, reference, self.sync_proxy(track, expert, mel),
+                         self.lse(track, wav))  # fmt: skip
 
-        def static_lips(out_ids, bg):
-            return static[None].expand(len(out_ids), -1, -1, -1).to(dev)
 
-        def nearest_lips(out_ids, bg):
-            return torch.from_numpy(near_lips[out_ids]).permute(0, 3, 1, 2).float().to(dev) / 255
+def render_baselines(ev: Evaluation, test_wav, source, out_dir: Path) -> dict[str, Path]:
+    """The two baselines through the same composition with other lips: the canonical frame's
+    (static mouth) and, per frame, those of the training frame with the nearest mel window."""
+    import torch
 
-        for name, lips_for in (("static_mouth", static_lips), ("nearest_audio", nearest_lips)):
-            path = out_dir / f"{name}.mp4"
-            log.info("evaluate: rendering the %s baseline", name)
-            stream_video(ev.renderer, test_mel, test, test_wav, path, ev.frames_path, ev.meta,
-                         source, lips_for=lips_for, desc=name)  # fmt: skip
-            videos[name] = path
+    from speech2lip.renderer import stream_video
 
-    pick = np.unique(np.linspace(0, len(test) - 1, cfg.strip_frames).round().astype(int))
+    dev, test = ev.device, ev.test
+    canonical = np.array([int(ev.data.canonical["canonical_index"])])
+    static = torch.from_numpy(ev.data.read_field("canonical_lips", canonical)[0])
+    static = static.permute(2, 0, 1).float() / 255
+    nearest = nearest_audio_ids(ev.mel, test, ev.data.split_ids("train"))
+    near_lips = ev.data.read_field("canonical_lips", nearest)
+
+    def static_lips(out_ids, bg):
+        return static[None].expand(len(out_ids), -1, -1, -1).to(dev)
+
+    def nearest_lips(out_ids, bg):
+        return torch.from_numpy(near_lips[out_ids]).permute(0, 3, 1, 2).float().to(dev) / 255
+
+    videos = {}
+    for name, lips_for in (("static_mouth", static_lips), ("nearest_audio", nearest_lips)):
+        path = out_dir / f"{name}.mp4"
+        log.info("evaluate: rendering the %s baseline", name)
+        stream_video(ev.renderer, ev.mel[test], test, test_wav, path, ev.frames_path, ev.meta,
+                     source, lips_for=lips_for, desc=name)  # fmt: skip
+        videos[name] = path
+    return videos
+
+
+def measure_test(ev: Evaluation, videos: dict, pasted: bool, expert, test_wav, pick):
+    """Every method's track and summary over the test split: the ground truth first."""
+    from speech2lip.evaluate.measure import measure
+
+    cfg, test = ev.cfg, ev.test
+    origins = ev.data.read_field("mouth_origin", test)
+    faces, mel = ev.face_boxes(test), ev.mel[test[0] :]
     log.info("evaluate: measuring the ground truth")
-    gt = measure("ground_truth", ev.ground_truth(test), origins, ev.box, None, face_boxes,
+    gt = measure("ground_truth", ev.ground_truth(test), origins, ev.box, None, faces,
                  cfg.landmarks, cfg.cpbd_edges, keep=pick)  # fmt: skip
     tracks = {"ground_truth": gt}
-    methods = {"ground_truth": summarise(gt, None, ev.sync_proxy(gt, expert, ev.mel[test[0]:]),
-                                         lse_of(gt, test_wav))}  # fmt: skip
+    methods = {"ground_truth": ev.summary_of(gt, None, expert, mel, test_wav)}
     methods["ground_truth"].update(psnr_db=None, ssim=None, lmd_px=0.0)
     for name, path in videos.items():
         log.info("evaluate: measuring %s", name)
-        track = measure(name, ev.decode(path, pasted, len(test)), origins, ev.box,
-                        ev.ground_truth(test), face_boxes, cfg.landmarks, cfg.cpbd_edges,
-                        keep=pick)  # fmt: skip
-        tracks[name] = track
-        methods[name] = summarise(track, gt, ev.sync_proxy(track, expert, ev.mel[test[0]:]),
-                                  lse_of(track, test_wav))  # fmt: skip
+        tracks[name] = measure(name, ev.decode(path, pasted, len(test)), origins, ev.box,
+                               ev.ground_truth(test), faces, cfg.landmarks, cfg.cpbd_edges,
+                               keep=pick)  # fmt: skip
+        methods[name] = ev.summary_of(tracks[name], gt, expert, mel, test_wav)
+    return tracks, methods
 
-    driven_rows = {}
-    for path in driven:
-        from speech2lip.data.audio import frame_mel_windows
-        from speech2lip.media import probe, read_audio
 
-        path = Path(path)
+def measure_driven(ev: Evaluation, driven, expert) -> dict:
+    """The reference-free metrics of each driven video (its figures `<stem>.json` beside it)."""
+    from speech2lip.data.audio import frame_mel_windows
+    from speech2lip.evaluate.measure import measure
+    from speech2lip.media import probe, read_audio
+    from speech2lip.renderer.frames import pingpong
+
+    rows = {}
+    for path in map(Path, driven):
         n = int(round(probe(path).duration * FPS))
         stats_file = path.with_suffix(".json")
         stats = json.loads(stats_file.read_text()) if stats_file.is_file() else {}
         bg = pingpong(n, len(ev.data), int(stats.get("start_frame", 0)))
-        audio = read_audio(path, SAMPLE_RATE)[: n * SAMPLES_PER_FRAME]
-        audio = np.pad(audio, (0, n * SAMPLES_PER_FRAME - len(audio)))
-        mel = frame_mel_windows(audio, n)
+        wav = read_audio(path, SAMPLE_RATE)[: n * SAMPLES_PER_FRAME]
+        wav = np.pad(wav, (0, n * SAMPLES_PER_FRAME - len(wav)))
         track = measure(path.stem, ev.decode(path, bool(stats.get("pasted_back")), n),
                         ev.data.read_field("mouth_origin", bg), ev.box, None,
-                        ev.face_boxes(bg) if syncnet else None, cfg.landmarks,
-                        cfg.cpbd_edges)  # fmt: skip
-        row = summarise(track, None, ev.sync_proxy(track, expert, mel), lse_of(track, audio))
-        driven_rows[path.stem] = row
+                        ev.face_boxes(bg), ev.cfg.landmarks, ev.cfg.cpbd_edges)  # fmt: skip
+        rows[path.stem] = ev.summary_of(track, None, expert, frame_mel_windows(wav, n), wav)
+    return rows
 
+
+def notes(cfg: EvaluateConfig, expert, expert_state: str) -> dict:
+    """What each sync figure is, in words, for the report."""
     sync_note = ("LSE-D / LSE-C: syncnet_python's SyncNet (" + cfg.syncnet + "), 5-frame "
                  "windows, offsets ±15; face crops from the ground truth's landmarks standing in "
-                 "for its S3FD boxes") if syncnet else (
+                 "for its S3FD boxes") if cfg.syncnet else (
         "LSE-D / LSE-C: not available (no syncnet_v2.model: set evaluate.syncnet in "
         "config.yaml to syncnet_python's syncnet_v2.model)")  # fmt: skip
     proxy_note = ("sync proxy: the subject's OWN sync expert (trained on its train split, not "
                   "SyncNet): confidence = its offset curve's peak over median, offset in frames; "
                   "a proxy, not comparable with published LSE numbers") if expert is not None else (
         f"sync proxy: not available ({expert_state})")  # fmt: skip
-    summary = {
-        "subject": Path(out_dir).parent.name, "version": __version__,
-        "test_frames": len(test), "mouth_box": list(ev.box), "methods": methods,
-        "verdicts": verdicts(methods) if cfg.baselines else [], "driven": driven_rows,
-        "sync_note": sync_note, "proxy_note": proxy_note,
-        "landmarks_note": f"LMD: {cfg.landmarks} mouth landmarks of each frame vs the ground "
-                          "truth's, each set mean-centred; pixels of the resampled frame",
-        "rendered_pasted_back": pasted, "seconds": None,
-    }  # fmt: skip
-    for line in summary["verdicts"]:
-        (log.info if line.startswith("speech2lip beats") else log.warning)("evaluate: %s", line)
+    landmarks_note = (f"LMD: {cfg.landmarks} mouth landmarks of each frame vs the ground "
+                      "truth's, each set mean-centred; pixels of the resampled frame")  # fmt: skip
+    return {"sync_note": sync_note, "proxy_note": proxy_note, "landmarks_note": landmarks_note}
+
+
+def report_pictures(tracks: dict, methods: dict, pick, box, loss_curve) -> dict:
+    """The report's figures: opening and PSNR over time, offset curves, the frame strip and
+    the training loss curve (when there is one)."""
+    from speech2lip.evaluate import report
 
     pictures = {
         "opening": report.time_plot({k: t.opening for k, t in tracks.items()}, "px",
@@ -311,12 +284,73 @@ def run(
     curves = {k: m["sync_proxy_curve"] for k, m in methods.items() if "sync_proxy_curve" in m}
     if curves:
         pictures["offsets"] = report.curve_plot(curves, 7)
-    blank = np.zeros((ev.box[1], ev.box[0], 3), np.uint8)  # a frame a short video lacks
+    blank = np.zeros((box[1], box[0], 3), np.uint8)  # a frame a short video lacks
     rows = [[tracks[k].tiles.get(i, blank) for k in tracks] for i in pick]
     pictures["strip"] = report.encode_png(report.strip(rows, list(tracks)))
-    loss = Path(train_dir) / "loss_curve.png"
-    if loss.is_file():
-        pictures["loss"] = loss.read_bytes()
+    if loss_curve and Path(loss_curve).is_file():
+        pictures["loss"] = Path(loss_curve).read_bytes()
+    return pictures
+
+
+def run(
+    model,
+    index,
+    frames,
+    meta,
+    audio,
+    video,
+    expert,
+    out_dir,
+    cfg: EvaluateConfig,
+    figures=None,
+    loss_curve=None,
+    driven: list[str] | tuple = (),
+    source: str | None = None,
+    threads: int = 1,
+    device: str = "auto",
+) -> dict:
+    """Measure ours (`video`, with render's `figures`, default `<video stem>.json`), the ground
+    truth and the baselines on the test split, and the `driven` videos; write `metrics.json`
+    and `report.html` into `out_dir` (with `loss_curve`, training's plot, when given)."""
+    import soundfile as sf
+    import torch
+
+    from speech2lip.evaluate import report
+    from speech2lip.models.checkpoint import pick_device
+    from speech2lip.models.expert import load_checked
+
+    t0 = time.monotonic()
+    torch.set_num_threads(max(1, threads))
+    out_dir, video = Path(out_dir), Path(video)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ev = Evaluation(model, index, frames, meta, cfg, pick_device(device))
+    if not video.is_file():
+        raise Speech2LipError(f"{video} not found: run the render stage first")
+    figures = Path(figures) if figures else video.with_suffix(".json")
+    render_stats = json.loads(figures.read_text()) if figures.is_file() else {}
+    rendered = render_stats.get("config", {})
+    ev.renderer.cfg = RenderConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                      for k, v in rendered.items()})  # fmt: skip
+    pasted = bool(render_stats.get("pasted_back", False))
+    own_expert, _, expert_state = load_checked(expert)
+    wav, _ = sf.read(audio, dtype="float32")
+    test = ev.test
+    test_wav = wav[test[0] * SAMPLES_PER_FRAME : (test[-1] + 1) * SAMPLES_PER_FRAME]
+    videos = {"speech2lip": video}
+    if cfg.baselines:
+        videos.update(render_baselines(ev, test_wav, source, out_dir))
+    pick = np.unique(np.linspace(0, len(test) - 1, cfg.strip_frames).round().astype(int))
+    tracks, methods = measure_test(ev, videos, pasted, own_expert, test_wav, pick)
+    summary = {
+        "subject": out_dir.parent.name, "version": __version__,
+        "test_frames": len(test), "mouth_box": list(ev.box), "methods": methods,
+        "verdicts": verdicts(methods) if cfg.baselines else [],
+        "driven": measure_driven(ev, driven, own_expert),
+        **notes(cfg, own_expert, expert_state), "rendered_pasted_back": pasted, "seconds": None,
+    }  # fmt: skip
+    for line in summary["verdicts"]:
+        (log.info if line.startswith("speech2lip beats") else log.warning)("evaluate: %s", line)
+    pictures = report_pictures(tracks, methods, pick, ev.box, loss_curve)
     summary["seconds"] = time.monotonic() - t0
     write_json(out_dir / "metrics.json", summary)
     report.write_html(out_dir / "report.html", summary, pictures)

@@ -124,23 +124,11 @@ def model_for(
     return model, model, face_triangles()
 
 
-def run(
-    landmarks_path: str | Path, meta_path: str | Path, out_dir: str | Path, cfg: Fit3dmmConfig
-) -> dict:
-    """Fit the face model to the landmarks in `landmarks_path`; write `out_dir/fit.npz`."""
-    meta = json.loads(Path(meta_path).read_text())
-    width, height = meta["width"], meta["height"]
-    data = np.load(landmarks_path)
-    points, found = data["points"].astype(np.float64), data["found"]
-    good = found & ~data["interpolated"]
-    model, mesh, triangles = model_for(cfg, points, good)
-    log.info(
-        "fit3dmm: model with %d expression components from %d frames", len(model.stddev), good.sum()
-    )
-    weights = np.where(good, 1.0, 0.05)  # interpolated frames follow their neighbours, lightly
-    guess = focal_guess(meta)
-    kw = {"iterations": cfg.iterations, "robust_px": cfg.robust_px,
-          "expression_weight": cfg.expression_weight}  # fmt: skip
+def fit_focal(
+    points, weights, model, width: int, height: int, cfg: Fit3dmmConfig, guess: float, kw: dict
+):
+    """The first fit and where its focal length came from: the config, the fit itself, or the
+    guess when the landmarks carry too little perspective to fix it."""
     if cfg.focal is not None:
         raw, focal_source = (
             fit(points, weights, model, width, height, focal=cfg.focal, **kw),
@@ -163,6 +151,24 @@ def run(
                 raw = replace(raw, focal=guess, translation=raw.translation * scale)
             else:
                 raw = fit(points, weights, model, width, height, focal=guess, **kw)
+    return raw, focal_source
+
+
+def refine(
+    points,
+    weights,
+    good,
+    size: tuple[int, int],
+    model,
+    mesh,
+    raw,
+    cfg: Fit3dmmConfig,
+    focal_source: str,
+    kw: dict,
+):
+    """The subject model rebuilt through the fitted camera and fitted again, `refine_rounds`
+    times (a BFM model is kept as it is): (model, mesh, fit)."""
+    width, height = size
     if cfg.model == "subject":  # rebuild the model through the fitted camera, and fit again
         for _ in range(cfg.refine_rounds):
             lifted = backproject_shapes(points, model, raw, width, height)
@@ -173,6 +179,28 @@ def run(
                       "fitted" else None, focal_init=raw.focal, init=init, **kw)  # fmt: skip
             log.info("fit3dmm: refined model: %.2f px mean, focal %.0f px",
                      raw.error_px[good].mean(), raw.focal)  # fmt: skip
+    return model, mesh, raw
+
+
+def run(landmarks: str | Path, meta: str | Path, out_dir: str | Path, cfg: Fit3dmmConfig) -> dict:
+    """Fit the face model to the landmarks in `landmarks`; write `out_dir/fit.npz`."""
+    clip = json.loads(Path(meta).read_text())
+    width, height = clip["width"], clip["height"]
+    data = np.load(landmarks)
+    points, found = data["points"].astype(np.float64), data["found"]
+    good = found & ~data["interpolated"]
+    model, mesh, triangles = model_for(cfg, points, good)
+    log.info(
+        "fit3dmm: model with %d expression components from %d frames", len(model.stddev), good.sum()
+    )
+    weights = np.where(good, 1.0, 0.05)  # interpolated frames follow their neighbours, lightly
+    guess = focal_guess(clip)
+    kw = {"iterations": cfg.iterations, "robust_px": cfg.robust_px,
+          "expression_weight": cfg.expression_weight}  # fmt: skip
+    raw, focal_source = fit_focal(points, weights, model, width, height, cfg, guess, kw)
+    model, mesh, raw = refine(
+        points, weights, good, (width, height), model, mesh, raw, cfg, focal_source, kw
+    )
     rv, tr = smooth_poses(raw.rotvec, raw.translation, cfg.smooth_window, cfg.smooth_order)
     final = fit(points, weights, model, width, height, focal=raw.focal, init=(rv, tr),
                 fixed_pose=True, init_coeffs=raw.coeffs, **kw)  # fmt: skip

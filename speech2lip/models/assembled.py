@@ -9,13 +9,12 @@ have the extended box's size; their top-left corners are `mouth_origin`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from speech2lip.config import ModelSizes
 from speech2lip.geometry import gamem
 from speech2lip.models import (
     AudioEncoder,
@@ -29,20 +28,6 @@ from speech2lip.models import (
 from speech2lip.models.lips import crop_uv
 
 FEATHER_PX = 8.0  # canonical-crop pixels over which the pasted lips fade in at the crop's edge
-
-
-@dataclass(frozen=True)
-class ModelSizes:
-    """Sizes of the sub-models (the `train` config's `model` part)."""
-
-    audio_dim: int = 64
-    audio_radius: int = 4
-    uv_freqs: int = 10
-    time_freqs: int = 4
-    width: int = 256
-    depth: int = 8
-    skip: int = 4
-    blend_channels: tuple[int, ...] = (32, 64, 128)
 
 
 class Speech2Lip(nn.Module):
@@ -70,8 +55,8 @@ class Speech2Lip(nn.Module):
         self.register_buffer("cell", cell)
         self.audio = AudioEncoder(sizes.audio_dim)
         self.smoother = AudioSmoother(sizes.audio_dim, sizes.audio_radius)
-        self.lips = ImplicitLips(sizes.audio_dim, sizes.uv_freqs, sizes.time_freqs, sizes.width,
-                                 sizes.depth, sizes.skip)  # fmt: skip
+        self.lips = ImplicitLips(sizes.audio_dim, sizes.uv_freqs, sizes.time_freqs,
+                                 sizes.lips_width, sizes.lips_layers, sizes.lips_skip)  # fmt: skip
         self.depth = CanonicalDepth(depth[ey : ey + eh, ex : ex + ew])
         self.blend = BlendNet(sizes.blend_channels)
 

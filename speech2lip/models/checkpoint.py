@@ -13,6 +13,9 @@ from speech2lip import __version__
 from speech2lip.atomic import atomic_path
 from speech2lip.errors import Speech2LipError
 
+# model.pt files written before the train config nested the sizes under `train.model`
+OLD_SIZE_NAMES = {"width": "lips_width", "depth": "lips_layers", "skip": "lips_skip"}
+
 
 def pick_device(name: str) -> str:
     import torch
@@ -32,7 +35,7 @@ def save_model(path: Path, model, opts, data) -> None:
                  ("lip_box", "extended_box", "K", "canonical_depth", "frame")}  # fmt: skip
     canonical["canonical_index"] = np.asarray(int(data.canonical["canonical_index"]))
     tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in canonical.items()}
-    state = {"model": model.state_dict(), "sizes": dataclasses.asdict(opts.sizes),
+    state = {"model": model.state_dict(), "sizes": dataclasses.asdict(opts.model),
              "canonical": tensors,
              "options": json.dumps(dataclasses.asdict(opts)), "digest": opts.digest(),
              "n_frames": len(data), "version": __version__}  # fmt: skip
@@ -44,7 +47,8 @@ def load_model(path: str | Path, device: str = "cpu"):
     """Rebuild the trained `Speech2Lip` from `model.pt` alone."""
     import torch
 
-    from speech2lip.models.assembled import ModelSizes, Speech2Lip
+    from speech2lip.config import ModelSizes
+    from speech2lip.models.assembled import Speech2Lip
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -52,7 +56,7 @@ def load_model(path: str | Path, device: str = "cpu"):
         raise Speech2LipError(f"{path} not found; run the train stage first") from None
     except Exception as exc:
         raise Speech2LipError(f"{path}: not a readable model ({exc}); re-run train") from None
-    sizes = state["sizes"]
+    sizes = {OLD_SIZE_NAMES.get(k, k): v for k, v in state["sizes"].items()}
     sizes["blend_channels"] = tuple(sizes["blend_channels"])
     canonical = {k: v.numpy() for k, v in state["canonical"].items()}
     model = Speech2Lip(canonical, ModelSizes(**sizes))

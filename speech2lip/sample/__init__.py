@@ -53,10 +53,14 @@ def make_script(cfg: SampleConfig) -> Script:
     return Script(speech, mouth, blink, pose)
 
 
-def run(cfg: SampleConfig, output: str | Path, controls: str | Path | None = None) -> Script:
-    """Write the demo video to `output` (atomically); optionally its controls as `.npz`."""
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
+def run(
+    cfg: SampleConfig,
+    video: str | Path = "data/sample/video.mp4",
+    controls: str | Path | None = None,
+) -> Script:
+    """Write the demo video to `video` (atomically); optionally its controls as `.npz`."""
+    video = Path(video)
+    video.parent.mkdir(parents=True, exist_ok=True)
     script = make_script(cfg)
     rig = FaceRig.build(cfg.size)
     n = script.n_frames
@@ -67,7 +71,7 @@ def run(cfg: SampleConfig, output: str | Path, controls: str | Path | None = Non
         audio[: len(script.speech.audio)] = script.speech.audio[: len(audio)]
         sf.write(wav, audio, script.speech.sample_rate, subtype="PCM_16")
         with (
-            atomic_path(output) as tmp_out,
+            atomic_path(video) as tmp_out,
             FrameWriter(tmp_out, cfg.size, cfg.size, FPS, "h264", cfg.crf, audio=wav) as writer,
         ):
             for i in tqdm(range(n), desc="sample", unit="frame", disable=None):
@@ -77,5 +81,5 @@ def run(cfg: SampleConfig, output: str | Path, controls: str | Path | None = Non
     if controls is not None:
         with atomic_path(controls) as tmp_npz, open(tmp_npz, "wb") as f:
             np.savez(f, mouth=script.mouth, blink=script.blink, pose=script.pose)
-    log.info("sample: wrote %s", output)
+    log.info("sample: wrote %s", video)
     return script

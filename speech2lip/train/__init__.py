@@ -107,7 +107,65 @@ def sync_setup(expert_path, opts):
     )
 
 
-def run(index_path, out_dir, cfg: TrainConfig, threads: int = 1, resume: str = "auto",
+class StepReport:
+    """What training does at each checkpoint step: held-out scores (kept by step, the last
+    step's are the final ones), a row of heldout.csv and a preview picture."""
+
+    def __init__(self, data, test, out_dir: Path, opts, static: float, device: str) -> None:
+        self.data, self.test, self.opts, self.static, self.device = data, test, opts, static, device
+        self.shown = test[np.linspace(0, len(test) - 1, min(4, len(test))).round().astype(int)]
+        self.out_dir, self.csv = out_dir, out_dir / "heldout.csv"
+        self.scored: dict[int, dict] = {}
+
+    def __call__(self, step: int, history: dict, model) -> None:
+        from speech2lip.pictures import save_png
+        from speech2lip.train.heldout import heldout_scores
+
+        if step % self.opts.checkpoint_every and step != self.opts.steps:
+            return
+        radius = self.opts.model.audio_radius
+        scores = self.scored[step] = heldout_scores(model, self.data, self.test, radius,
+                                                    self.device)  # fmt: skip
+        new = not self.csv.exists()
+        with open(self.csv, "a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(["step", "psnr", "mouth_psnr"])
+            writer.writerow([step, f"{scores['lips_psnr_db']:.3f}",
+                             f"{scores['mouth_psnr_db']:.3f}"])  # fmt: skip
+        log.info("train: step %d held-out lips PSNR %.2f dB (static mouth %.2f), mouth box "
+                 "%.2f dB", step, scores["lips_psnr_db"], self.static,
+                 scores["mouth_psnr_db"])  # fmt: skip
+        img = preview(model, self.data, self.shown, radius, self.device)
+        save_png(self.out_dir / "previews" / f"step_{step:06d}.png", img)
+
+
+def final_sync(model, data, radius: int, device: str, sync_expert) -> dict | None:
+    """The expert's view of the whole generated test split (None without an expert)."""
+    from speech2lip.train.heldout import heldout_scores
+
+    if sync_expert is None:
+        return None
+    sync = heldout_scores(model, data, data.split_ids("test"), radius, device,
+                          expert=sync_expert).get("sync")  # fmt: skip
+    if sync:
+        log.info("train: the sync expert on the generated test split: offset %+d, "
+                 "confidence %.3f", sync["offset"], sync["confidence"])  # fmt: skip
+    return sync
+
+
+def warn_if_behind(final: float, static: float, mean_mouth: float) -> None:
+    """Say so when the model does not beat the static or the mean mouth on held-out frames."""
+    if not final > static:
+        log.warning("train: the model (%.2f dB) does not beat the static mouth (%.2f dB) on "
+                    "held-out frames; train longer (train.steps)", final, static)  # fmt: skip
+    if not final > mean_mouth:
+        log.warning("train: the model (%.2f dB) does not beat the train frames' mean mouth "
+                    "(%.2f dB) on held-out frames: it has not yet learned from the audio",
+                    final, mean_mouth)  # fmt: skip
+
+
+def run(index, out_dir, cfg: TrainConfig, threads: int = 1, resume: str = "auto",
         device: str = "auto", expert: str | None = None) -> dict:  # fmt: skip
     """Train; write model.pt, train.json and loss_curve.png (and the undeclared extras).
     `expert`: the `sync_expert` stage's expert.pt, for L_s."""
@@ -115,7 +173,6 @@ def run(index_path, out_dir, cfg: TrainConfig, threads: int = 1, resume: str = "
 
     from speech2lip.data.shards import WarpData
     from speech2lip.models.losses import perceptual_loss
-    from speech2lip.pictures import save_png
     from speech2lip.train.heldout import heldout_scores, mean_mouth_psnr, static_psnr
     from speech2lip.train.loop import pick_precision, train
     from speech2lip.train.presets import resolve
@@ -126,52 +183,25 @@ def run(index_path, out_dir, cfg: TrainConfig, threads: int = 1, resume: str = "
     torch.set_num_threads(max(1, threads))
     dev = pick_device(device)
     sync_expert, opts, sync_state = sync_setup(expert, opts)
-    data = WarpData(index_path)
+    data = WarpData(index)
     perceptual = perceptual_loss("alex").to(dev) if opts.perceptual_weight > 0 else None
     test = data.split_ids("test")
     test = test[:: max(1, len(test) // 32)]
     static = static_psnr(data, test)
     mean_mouth = mean_mouth_psnr(data, data.split_ids("train"), test)
-    shown = test[np.linspace(0, len(test) - 1, min(4, len(test))).round().astype(int)]
-    heldout_csv = out_dir / "heldout.csv"
     log.info("train: preset %s, %d steps of %d frames on %s; static-mouth baseline %.2f dB",
              cfg.preset, opts.steps, opts.batch_frames, dev, static)  # fmt: skip
-
-    radius = opts.sizes.audio_radius
-    scored: dict[int, dict] = {}  # step -> held-out scores (the last step's are the final ones)
-
-    def on_step(step: int, history: dict, model) -> None:
-        if step % opts.checkpoint_every and step != opts.steps:
-            return
-        scores = scored[step] = heldout_scores(model, data, test, radius, dev)
-        new = not heldout_csv.exists()
-        with open(heldout_csv, "a", newline="") as f:
-            writer = csv.writer(f)
-            if new:
-                writer.writerow(["step", "psnr", "mouth_psnr"])
-            writer.writerow([step, f"{scores['lips_psnr_db']:.3f}",
-                             f"{scores['mouth_psnr_db']:.3f}"])  # fmt: skip
-        log.info("train: step %d held-out lips PSNR %.2f dB (static mouth %.2f), mouth box "
-                 "%.2f dB", step, scores["lips_psnr_db"], static,
-                 scores["mouth_psnr_db"])  # fmt: skip
-        img = preview(model, data, shown, radius, dev)
-        save_png(out_dir / "previews" / f"step_{step:06d}.png", img)
-
+    radius = opts.model.audio_radius
+    report = StepReport(data, test, out_dir, opts, static, dev)
     workers = 1 if threads >= 2 else 0  # one process reads ahead while torch trains
-    model, last = train(data, out_dir, opts, dev, resume, perceptual, on_step, workers,
+    model, last = train(data, out_dir, opts, dev, resume, perceptual, report, workers,
                         expert=sync_expert if opts.sync_weight > 0 else None,
-                        step_logs=(heldout_csv,))  # fmt: skip
-    scores = scored.get(opts.steps) or heldout_scores(model, data, test, radius, dev)
+                        step_logs=(report.csv,))  # fmt: skip
+    scores = report.scored.get(opts.steps) or heldout_scores(model, data, test, radius, dev)
     final = scores["lips_psnr_db"]
-    sync = None
-    if sync_expert is not None:  # the expert's view of the whole generated test split
-        sync = heldout_scores(model, data, data.split_ids("test"), radius, dev,
-                              expert=sync_expert).get("sync")  # fmt: skip
-        if sync:
-            log.info("train: the sync expert on the generated test split: offset %+d, "
-                     "confidence %.3f", sync["offset"], sync["confidence"])  # fmt: skip
+    sync = final_sync(model, data, radius, dev, sync_expert)
     save_model(out_dir / "model.pt", model, opts, data)
-    loss_curve(out_dir / "loss_curve.png", out_dir / "train_log.csv", heldout_csv, static)
+    loss_curve(out_dir / "loss_curve.png", out_dir / "train_log.csv", report.csv, static)
     summary = {
         "preset": cfg.preset, "steps": opts.steps, "batch_frames": opts.batch_frames,
         "device": dev, "seconds": time.monotonic() - t0, "final_losses": last,
@@ -184,12 +214,6 @@ def run(index_path, out_dir, cfg: TrainConfig, threads: int = 1, resume: str = "
         "precision": pick_precision(opts.precision, torch.device(dev).type),
         "options": dataclasses.asdict(opts), "digest": opts.digest(),
     }  # fmt: skip
-    if not summary["beats_static_mouth"]:
-        log.warning("train: the model (%.2f dB) does not beat the static mouth (%.2f dB) on "
-                    "held-out frames; train longer (train.steps)", final, static)  # fmt: skip
-    if not summary["beats_mean_mouth"]:
-        log.warning("train: the model (%.2f dB) does not beat the train frames' mean mouth "
-                    "(%.2f dB) on held-out frames: it has not yet learned from the audio",
-                    final, mean_mouth)  # fmt: skip
+    warn_if_behind(final, static, mean_mouth)
     write_json(out_dir / "train.json", summary)
     return summary

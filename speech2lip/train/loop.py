@@ -10,21 +10,17 @@ loaded with `weights_only=True`.
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
 import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from speech2lip import __version__
-from speech2lip.atomic import atomic_path
+from speech2lip.config import TrainConfig
 from speech2lip.data.batches import (
     read_batch,
     to_device,
@@ -32,53 +28,15 @@ from speech2lip.data.batches import (
 from speech2lip.data.shards import WarpData
 from speech2lip.errors import Speech2LipError
 from speech2lip.models import black_holes, render_points
-from speech2lip.models.assembled import ModelSizes, Speech2Lip
+from speech2lip.models.assembled import Speech2Lip
 from speech2lip.models.expert import WINDOW, negatives, window_starts
 from speech2lip.models.losses import contrastive_sync_loss
 from speech2lip.models.syncnet import expert_faces
+from speech2lip.train.resume import LOG_COLUMNS, load_checkpoint, save_checkpoint, trim_step_log
 
 log = logging.getLogger(__name__)
 
-LOG_COLUMNS = ["step", "seconds", "total", "lips", "perceptual", "depth", "mouth",
-               "mouth_perceptual", "sync"]  # fmt: skip
 SYNC_SCALE = 2  # L_s composes its windows at half the mouth box's resolution
-
-
-@dataclass(frozen=True)
-class LoopOptions:
-    """What the loop needs beyond the model sizes (the `train` config, resolved)."""
-
-    steps: int = 1000
-    batch_frames: int = 4
-    lips_pixels: int = 0
-    lips_focus: float = 0.5  # share of the L_m pixels drawn where the train frames' lips vary
-    mouth_frames: int = 0
-    lr: float = 2e-3
-    lr_final: float = 0.1  # cosine decay of both learning rates to this fraction at the end
-    depth_lr: float = 1e-4
-    lips_weight: float = 1.0
-    perceptual_weight: float = 0.0
-    mouth_weight: float = 1.0
-    mouth_start: int = 0
-    depth_weight: float = 0.1
-    holes_probability: float = 0.5
-    c2o_iterations: int = 2
-    sync_weight: float = 0.0
-    sync_start: int = 0
-    sync_windows: int = 1
-    sync_offset: int = 0  # the expert's audio/video offset measured on ground truth
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (autocast; fp16 with a grad scaler)
-    compile: bool = False  # torch.compile the lip MLP and the Blend-Net
-    checkpoint_every: int = 200
-    log_every: int = 50
-    seed: int = 0
-    sizes: ModelSizes = field(default_factory=ModelSizes)
-
-    def digest(self) -> str:
-        """Hash of everything that changes the trained weights (not the logging cadence)."""
-        keep = {k: v for k, v in asdict(self).items() if k not in ("checkpoint_every", "log_every")}
-        keep["steps"] = None  # a longer run may continue a shorter one
-        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def pick_precision(name: str, device_type: str) -> str:
@@ -146,7 +104,7 @@ class StepBatches(torch.utils.data.Dataset):
     """Item `step` = (step, the numpy batch of that step): DataLoader workers read ahead while
     the main process trains, and the batches stay a pure function of (seed, step)."""
 
-    def __init__(self, data: WarpData, train_ids: np.ndarray, opts: LoopOptions) -> None:
+    def __init__(self, data: WarpData, train_ids: np.ndarray, opts: TrainConfig) -> None:
         self.data, self.train_ids, self.opts = data, train_ids, opts
         self.sync_starts = window_starts(np.sort(train_ids)) if opts.sync_weight > 0 else None
 
@@ -156,10 +114,10 @@ class StepBatches(torch.utils.data.Dataset):
     def __getitem__(self, step: int) -> tuple[int, dict[str, np.ndarray]]:
         o = self.opts
         ids = batch_ids(self.train_ids, o.seed, step, o.batch_frames)
-        out = read_batch(self.data, ids, o.sizes.audio_radius)
+        out = read_batch(self.data, ids, o.model.audio_radius)
         if self.sync_starts is not None and len(self.sync_starts) and step >= o.sync_start:
             starts, wrong = sync_windows(self.sync_starts, o.seed, step, o.sync_windows)
-            out.update(read_sync_batch(self.data, starts, wrong, o.sizes.audio_radius,
+            out.update(read_sync_batch(self.data, starts, wrong, o.model.audio_radius,
                                        o.sync_offset))  # fmt: skip
         return step, out
 
@@ -169,7 +127,7 @@ def masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Te
     return ((a - b) ** 2 * m).sum() / (m.sum() * a.shape[1]).clamp(min=1)
 
 
-def sync_loss(model: Speech2Lip, batch: dict, opts: LoopOptions, expert) -> torch.Tensor:
+def sync_loss(model: Speech2Lip, batch: dict, opts: TrainConfig, expert) -> torch.Tensor:
     """L_s: the composed mouth boxes of whole 5-frame windows, scored by the frozen expert
     against the in-sync audio (pulled together) and against off-sync audio (pushed apart). Both
     terms reach the generated frames, so the negatives carry gradients too.
@@ -198,7 +156,7 @@ def sync_loss(model: Speech2Lip, batch: dict, opts: LoopOptions, expert) -> torc
 def losses(
     model: Speech2Lip,
     batch: dict,
-    opts: LoopOptions,
+    opts: TrainConfig,
     step: int,
     perceptual=None,
     expert=None,
@@ -257,50 +215,10 @@ def losses(
     return out
 
 
-def save_checkpoint(
-    path: Path, model, optimizer, step: int, opts: LoopOptions, scaler=None
-) -> None:
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-             "scaler": scaler.state_dict() if scaler is not None else {},
-             "options": json.dumps(asdict(opts)), "digest": opts.digest(),
-             "version": __version__, "seed": opts.seed}  # fmt: skip
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_checkpoint(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a damaged file
-        raise Speech2LipError(
-            f"checkpoint {path} is unreadable ({str(exc).splitlines()[0]}); delete it to start over"
-        ) from None
-
-
-def trim_step_log(path: Path, start: int) -> None:
-    """A CSV log with a `step` column, made to match a run that starts at step `start`: gone
-    when it starts over; rows past `start` dropped (a killed run may have logged past its last
-    checkpoint, and an earlier run's rows must not follow the new ones)."""
-    path = Path(path)
-    if start == 0:
-        path.unlink(missing_ok=True)
-        return
-    if not path.is_file():
-        return
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        kept = [r for r in reader if int(r["step"]) <= start]
-        fields = reader.fieldnames or LOG_COLUMNS
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields, restval="")
-        writer.writeheader()
-        writer.writerows(kept)
-
-
 def train(
     data: WarpData,
     out_dir: Path,
-    opts: LoopOptions,
+    opts: TrainConfig,
     device: str = "cpu",
     resume: str = "auto",
     perceptual=None,
@@ -323,7 +241,7 @@ def train(
     ckpt_dir = out_dir / "ckpt"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(opts.seed)
-    model = Speech2Lip(data.canonical, opts.sizes).to(device)
+    model = Speech2Lip(data.canonical, opts.model).to(device)
     depth_params = list(model.depth.parameters())
     others = [p for n, p in model.named_parameters() if not n.startswith("depth.")]
     optimizer = torch.optim.Adam([{"params": others, "lr": opts.lr},
