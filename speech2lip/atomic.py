@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,3 +34,24 @@ def write_json(path: str | Path, data: Any) -> None:
     """Write `data` as indented JSON, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def remove_stale_temporaries(path: str | Path, scratch: str = "") -> list[Path]:
+    """Remove what a killed writer of `path` left beside it: `atomic_path`'s temporaries of
+    that name (other than this process's) and scratch folders named `.{scratch}-{stem}-*`.
+    Only one job writes an output at a time, so any other one is stale."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    mine = f".{path.stem}.tmp-{os.getpid()}{path.suffix}"
+    removed = []
+    for entry in path.parent.iterdir():
+        name = entry.name
+        temporary = name.startswith(f".{path.stem}.tmp-") and name.endswith(path.suffix)
+        if temporary and name != mine and entry.is_file():
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+        elif scratch and name.startswith(f".{scratch}-{path.stem}-") and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed

@@ -39,6 +39,7 @@ def _add_stage_flags(parser: argparse.ArgumentParser, stage: str) -> None:
             group.add_argument(
                 f"--{name.replace('_', '-')}",
                 dest=f"param_{prefix}{name}",
+                default=argparse.SUPPRESS,  # absent unless given, so `--size null` is kept
                 metavar="VALUE",
                 type=yaml.safe_load,  # so lists, numbers and null parse
                 help=f"{text} [default: {spec.get('default')!r}]".replace("%", "%%"),
@@ -73,7 +74,7 @@ def _stage_config(args: argparse.Namespace, stage: str) -> Any:
         except (json.JSONDecodeError, TypeError, ValueError) as exc:
             raise ConfigError(f"--params for {stage}: not a JSON object: {exc}") from None
     for key, value in vars(args).items():
-        if key.startswith("param_") and value is not None:
+        if key.startswith("param_"):
             *parents, name = key[len("param_") :].split(".")
             place = section
             for parent in parents:  # a nested key (train.model.lips_width): merge, not replace

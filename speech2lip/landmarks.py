@@ -18,7 +18,6 @@ the torch hub cache, see `speech2lip.fan`).
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from speech2lip.atomic import atomic_path, write_json
 from speech2lip.config import LandmarksConfig
 from speech2lip.errors import Speech2LipError
 from speech2lip.faces.landmarkers import landmark_frames, open_landmarker
+from speech2lip.inputs import read_meta
 from speech2lip.media import read_frames
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def boxes(points: np.ndarray) -> np.ndarray:
 
 def run(frames: str | Path, meta: str | Path, out_dir: str | Path, cfg: LandmarksConfig) -> dict:
     """Landmark every frame of `frames` (the resample stage's output) into `out_dir`."""
-    clip = json.loads(Path(meta).read_text())
+    clip = read_meta(meta)
     n, width, height = clip["n_frames"], clip["width"], clip["height"]
     stream = tqdm(read_frames(frames, width, height), total=n, desc="landmarks",
                   unit="frame", disable=None)  # fmt: skip

@@ -17,7 +17,6 @@ Image and camera conventions: `speech2lip.geometry`.
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
@@ -33,6 +32,7 @@ from speech2lip.config import PoseDepthConfig
 from speech2lip.errors import Speech2LipError
 from speech2lip.geometry import project, rasterize_depth, rotation_angle_deg
 from speech2lip.geometry.topology import inner_lip_opening
+from speech2lip.inputs import read_meta, read_npz
 from speech2lip.media import read_frames
 from speech2lip.pictures import contact_sheet, save_png
 
@@ -267,10 +267,10 @@ def run(
 
     `threads` processes rasterise the per-frame depth maps in parallel.
     """
-    clip = json.loads(Path(meta).read_text())
+    clip = read_meta(meta)
     n, width, height = clip["n_frames"], clip["width"], clip["height"]
-    fitted = dict(np.load(fit))
-    lm = np.load(landmarks)
+    fitted = read_npz(fit, ("K", "pose", "rotation", "translation", "good"))
+    lm = read_npz(landmarks, ("points", "box"))
     points = lm["points"]
     if len(points) != n or len(fitted["pose"]) != n:
         raise Speech2LipError(

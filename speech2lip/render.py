@@ -12,7 +12,6 @@ that renders: the pipeline's evaluation, later a live mode):
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import soundfile as sf
 from speech2lip.atomic import write_json
 from speech2lip.config import RenderConfig
 from speech2lip.errors import Speech2LipError
+from speech2lip.inputs import read_meta
 from speech2lip.media import FPS, SAMPLES_PER_FRAME
 from speech2lip.renderer import FIELDS, Renderer, load_driving_audio, stream_video
 from speech2lip.renderer.frames import pingpong
@@ -73,7 +73,7 @@ def run(
     torch.set_num_threads(max(1, threads))
     dev = pick_device(device)
     video = Path(video)
-    clip = json.loads(Path(meta).read_text())
+    clip = read_meta(meta)
     net = load_model(model, dev)
     data = WarpData(index, fields=FIELDS + ["mel"])
     if len(data) != clip["n_frames"]:

@@ -136,3 +136,35 @@ def test_nested_flags_merge_into_their_section():
     args = build_parser().parse_args(argv)
     cfg = _stage_config(args, "train")
     assert cfg.model.lips_width == 32 and cfg.model.lips_layers == 3 and cfg.model.lips_skip is None
+
+
+def nullable_keys():
+    from speech2lip.config import load_schema
+
+    def walk(props, prefix=""):
+        for key, spec in props.items():
+            if "properties" in spec:
+                yield from walk(spec["properties"], f"{prefix}{key}.")
+                continue
+            kinds = spec.get("type") or [s.get("type") for s in spec.get("oneOf", [])]
+            if "null" in (kinds if isinstance(kinds, list) else [kinds]):
+                yield f"{prefix}{key}"
+
+    for stage, spec in load_schema()["properties"].items():
+        if stage in STAGES:
+            for key in walk(spec["properties"]):
+                yield stage, key
+
+
+@pytest.mark.parametrize(("stage", "key"), list(nullable_keys()))
+def test_every_nullable_flag_accepts_null(stage, key):
+    from speech2lip.cli import _stage_config, build_parser
+
+    handoffs = [a for name, _, required in STAGES[stage][2] if required
+                for a in (f"--{name.replace('_', '-')}", "x")]  # fmt: skip
+    name = key.split(".")[-1].replace("_", "-")
+    args = build_parser().parse_args([stage, *handoffs, f"--{name}", "null"])
+    cfg = _stage_config(args, stage)
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    assert cfg is None, f"{stage}.{key}"

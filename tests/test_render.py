@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import resource
+import shutil
 import subprocess
 import sys
 
@@ -88,8 +89,15 @@ def test_render_test_split_is_a_playable_mp4_with_audio(demo_model, demo_geometr
     meta = json.loads(meta_path.read_text())
     start, stop = meta["split"]["test"]
     out = tmp_path / "video.mp4"
+    (tmp_path / ".video.tmp-999999.mp4").write_bytes(b"half a video")  # a killed render's
+    (tmp_path / ".render-video-999999-abc").mkdir()
+    (tmp_path / ".render-video-999999-abc" / "audio.wav").write_bytes(b"x")
+    (tmp_path / "other").mkdir()  # another output's temporaries are not ours to remove
+    (tmp_path / "other" / ".next.tmp-999999.mp4").write_bytes(b"x")
     stats = run(demo_model, index, frames, meta_path, audio, out,
                 RenderConfig(output_size="cropped"), device="cpu")  # fmt: skip
+    assert (tmp_path / "other" / ".next.tmp-999999.mp4").is_file()
+    shutil.rmtree(tmp_path / "other")
     streams = _probe_counts(out)
     assert int(streams["video"]["nb_read_frames"]) == stop - start == stats["frames"]
     assert streams["video"]["codec_name"] == "h264" and streams["audio"]["codec_name"] == "aac"

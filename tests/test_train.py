@@ -87,6 +87,26 @@ def test_resume_refuses_other_options_and_damaged_checkpoints(demo_warp, tmp_pat
         train(data, tmp_path / "fresh", options(), resume="yes")
 
 
+def same_weights(a, b) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_a_checkpoint_past_the_requested_steps_is_not_resumed(demo_warp, tmp_path, caplog):
+    data = WarpData(demo_warp / "index.json")
+    fresh, _ = train(data, tmp_path / "fresh", options(steps=3), resume="no")
+    train(data, tmp_path / "run", options(steps=6), resume="no")
+    with pytest.raises(Speech2LipError, match="at step 6, past train.steps = 3"):
+        train(data, tmp_path / "run", options(steps=3), resume="yes")
+    with caplog.at_level("INFO", logger="speech2lip.train.loop"):
+        shorter, losses = train(data, tmp_path / "run", options(steps=3), resume="auto")
+    assert "past train.steps = 3: starting over" in caplog.text
+    assert losses and same_weights(fresh, shorter)
+    again, logged = train(data, tmp_path / "run", options(steps=3), resume="auto")  # done already
+    assert logged.keys() == losses.keys()  # the finished run's last losses, not {}
+    assert same_weights(shorter, again)
+
+
 def test_held_out_psnr_and_the_static_baseline(demo_warp):
     from speech2lip.train.heldout import lips_psnr, static_psnr
 
@@ -280,3 +300,22 @@ def test_sync_setup_uses_only_a_checked_expert_at_its_measured_offset(tmp_path):
     assert sync_setup("", opts)[1].sync_weight == 0  # no expert: L_s off, said so
     with pytest.raises(Speech2LipError, match="missing.pt not found: run the sync_expert stage"):
         sync_setup(str(tmp_path / "missing.pt"), opts)
+
+
+def test_lowering_steps_through_the_cli_trains_again(demo_warp, tmp_path):
+    import json
+
+    from conftest import TINY_SIZES, TINY_TRAIN
+
+    from speech2lip.cli import main
+
+    params = json.dumps({**TINY_TRAIN, "model": {**TINY_SIZES, "blend_channels": [4, 8]},
+                         "checkpoint_every": 2, "log_every": 2})  # fmt: skip
+    argv = ["train", "--index", str(demo_warp / "index.json"), "--out-dir", str(tmp_path),
+            "--params", params, "--threads", "1", "--device", "cpu"]  # fmt: skip
+    assert main([*argv, "--steps", "6"]) == 0
+    assert main([*argv, "--steps", "4"]) == 0  # --resume auto, as the rule runs it
+    summary = json.loads((tmp_path / "train.json").read_text())
+    assert summary["steps"] == 4 and summary["final_losses"]
+    with open(tmp_path / "train_log.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [2, 4]  # the new run's rows

@@ -92,6 +92,18 @@ def test_unknown_subject_is_a_clear_error(tmp_path):
     assert "unknown subject 'nobody'" in proc.stdout + proc.stderr
 
 
+def test_a_failed_job_prints_its_one_line_error_through_the_profiles(tmp_path):
+    (tmp_path / "notes.mp4").write_text("not a video\n")
+    write_config(tmp_path, subjects={"x": {"video": "notes.mp4"}})
+    for profile in ("local", "slurm"):
+        text = (ROOT / "workflow" / "profiles" / profile / "config.yaml").read_text()
+        assert yaml.safe_load(text)["show-failed-logs"] is True, profile
+    proc = snakemake(tmp_path, "--profile", str(ROOT / "workflow/profiles/local"),
+                     "results/x/resample/meta.json", check=False)  # fmt: skip
+    assert proc.returncode != 0
+    assert "speech2lip resample: error:" in proc.stdout + proc.stderr  # the log, shown
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -242,6 +254,23 @@ def test_a_module_no_stage_imports_reruns_nothing(finished):
     finally:
         scratch.unlink()
         edited(cli, original, mtime)
+
+
+@pytest.mark.slow
+def test_lowering_train_steps_trains_again_instead_of_reusing_the_checkpoint(finished):
+    summary = finished / "results" / "sample" / "train" / "train.json"
+    try:
+        write_config(finished, train={"steps": 6, "checkpoint_every": 6})
+        snakemake(finished, snakefile=finished.parent / "Snakefile")
+        trained = yaml.safe_load(summary.read_text())
+        assert trained["steps"] == 6 and trained["final_losses"]
+        log = (finished / "logs" / "sample" / "train.log").read_text()
+        assert "past train.steps = 6: starting over" in log
+    finally:
+        write_config(finished)
+        snakemake(finished, snakefile=finished.parent / "Snakefile")  # back to 12 steps
+    assert yaml.safe_load(summary.read_text())["steps"] == TINY["train"]["steps"]
+    assert dry(finished) == {}
 
 
 @pytest.mark.slow

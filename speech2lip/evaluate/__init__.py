@@ -32,6 +32,7 @@ from speech2lip import __version__
 from speech2lip.atomic import write_json
 from speech2lip.config import EvaluateConfig, RenderConfig
 from speech2lip.errors import Speech2LipError
+from speech2lip.inputs import read_meta
 from speech2lip.media import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ class Evaluation:
         from speech2lip.renderer import FIELDS, Renderer
 
         self.cfg, self.device = cfg, device
-        self.meta = json.loads(Path(meta).read_text())
+        self.meta = read_meta(meta)
         self.frames_path = Path(frames)
         self.data = WarpData(index, fields=FIELDS + ["mel", "landmarks", "canonical_lips"])
         self.model = load_model(model, device)

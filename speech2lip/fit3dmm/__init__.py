@@ -16,7 +16,6 @@ Object and camera axes: x right, y down, z away from the camera (see `speech2lip
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -30,6 +29,7 @@ from speech2lip.errors import Speech2LipError
 from speech2lip.fit3dmm.facemodel import FaceModel, backproject_shapes, build_subject_model, fit
 from speech2lip.geometry import face_triangles, intrinsics, rodrigues
 from speech2lip.geometry.topology import MEDIAPIPE
+from speech2lip.inputs import read_meta, read_npz
 
 log = logging.getLogger(__name__)
 
@@ -184,9 +184,9 @@ def refine(
 
 def run(landmarks: str | Path, meta: str | Path, out_dir: str | Path, cfg: Fit3dmmConfig) -> dict:
     """Fit the face model to the landmarks in `landmarks`; write `out_dir/fit.npz`."""
-    clip = json.loads(Path(meta).read_text())
+    clip = read_meta(meta)
     width, height = clip["width"], clip["height"]
-    data = np.load(landmarks)
+    data = read_npz(landmarks, ("points", "found", "interpolated"))
     points, found = data["points"].astype(np.float64), data["found"]
     good = found & ~data["interpolated"]
     model, mesh, triangles = model_for(cfg, points, good)

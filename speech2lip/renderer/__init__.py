@@ -30,7 +30,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from speech2lip.atomic import atomic_path
+from speech2lip.atomic import atomic_path, remove_stale_temporaries
 from speech2lip.config import RenderConfig
 from speech2lip.errors import Speech2LipError
 from speech2lip.media import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
@@ -156,7 +156,10 @@ def stream_video(
     width, height = width - width % 2, height - height % 2  # H.264 4:2:0 needs even sizes
     t0 = time.monotonic()
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".render-") as scratch, \
+    for stale in remove_stale_temporaries(out_path, "render"):  # left by a killed render
+        log.info("render: removed %s, left by an earlier run", stale)
+    scratch_prefix = f".render-{out_path.stem}-"
+    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=scratch_prefix) as scratch, \
             atomic_path(out_path) as tmp:  # fmt: skip
         wav_tmp = Path(scratch) / "audio.wav"
         sf.write(wav_tmp, wav, SAMPLE_RATE, subtype="PCM_16", format="WAV")

@@ -32,7 +32,13 @@ from speech2lip.models.assembled import Speech2Lip
 from speech2lip.models.expert import WINDOW, negatives, window_starts
 from speech2lip.models.losses import contrastive_sync_loss
 from speech2lip.models.syncnet import expert_faces
-from speech2lip.train.resume import LOG_COLUMNS, load_checkpoint, save_checkpoint, trim_step_log
+from speech2lip.train.resume import (
+    LOG_COLUMNS,
+    last_logged,
+    load_checkpoint,
+    save_checkpoint,
+    trim_step_log,
+)
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +262,16 @@ def train(
     last = ckpt_dir / "last.pt"
     if resume != "no" and last.is_file():
         state = load_checkpoint(last)
-        if state.get("digest") == opts.digest():
+        past = int(state.get("step", 0)) > opts.steps
+        if state.get("digest") == opts.digest() and past:
+            if resume == "yes":
+                raise Speech2LipError(
+                    f"{last} is at step {state['step']}, past train.steps = {opts.steps}; remove "
+                    f"{ckpt_dir} or run without --resume yes to start over"
+                )
+            log.info("train: %s is at step %d, past train.steps = %d: starting over", last,
+                     int(state["step"]), opts.steps)  # fmt: skip
+        elif state.get("digest") == opts.digest():
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scaler.load_state_dict(state.get("scaler", {}))
@@ -288,7 +303,7 @@ def train(
         model.lips.compile()
         model.blend.compile()
     t0 = time.monotonic()
-    history: dict[str, float] = {}
+    history = last_logged(log_path) if start >= opts.steps else {}  # already done: its losses
     loader = torch.utils.data.DataLoader(
         StepBatches(data, train_ids, opts), batch_size=None, sampler=range(start, opts.steps),
         num_workers=workers, prefetch_factor=2 if workers else None,

@@ -55,3 +55,14 @@ def trim_step_log(path: Path, start: int) -> None:
         writer = csv.DictWriter(f, fieldnames=fields, restval="")
         writer.writeheader()
         writer.writerows(kept)
+
+
+def last_logged(path: Path) -> dict[str, float]:
+    """The losses of the last row of train_log.csv (what a finished run ended with)."""
+    if not Path(path).is_file():
+        return {}
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return {}
+    return {k: float(v) for k, v in rows[-1].items() if k not in ("step", "seconds") and v != ""}

@@ -19,7 +19,6 @@ Geometry and pixel conventions: `speech2lip.geometry` and `speech2lip.warp.gamem
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import time
@@ -44,6 +43,7 @@ from speech2lip.data.shards import (
 )
 from speech2lip.errors import Speech2LipError
 from speech2lip.geometry.regions import extended_box, lip_box, lip_points
+from speech2lip.inputs import read_h5, read_meta, read_npz
 from speech2lip.warp.qa import qa_pictures
 from speech2lip.warp.worker import _init_worker, _write_shard, shard_fields
 
@@ -74,12 +74,11 @@ def _read_wav(path: Path, n_frames: int) -> np.ndarray:
 
 def read_geometry(path, n_points: int, n: int, width: int, height: int) -> dict:
     """The pose_depth stage's geometry.h5, checked against the frames and the landmarks."""
-    with h5py.File(path, "r") as geo:
-        out = {key: geo[key][()] for key in
-               ("K", "pose", "canonical_pose", "canonical_depth", "head_mask")}  # fmt: skip
-        out["canonical_index"] = int(geo.attrs["canonical_index"])
-        n_geo = int(geo.attrs["n_frames"])
-        size = (int(geo.attrs["width"]), int(geo.attrs["height"]))
+    out, attrs = read_h5(path, ("K", "pose", "canonical_pose", "canonical_depth", "head_mask"),
+                         ("canonical_index", "n_frames", "width", "height"))  # fmt: skip
+    out["canonical_index"] = int(attrs["canonical_index"])
+    n_geo = int(attrs["n_frames"])
+    size = (int(attrs["width"]), int(attrs["height"]))
     if not (n_points == n == n_geo == len(out["pose"])):
         raise Speech2LipError(
             f"frame counts disagree: resample {n}, landmarks {n_points}, pose_depth {n_geo}; "
@@ -215,9 +214,9 @@ def run(
     """Warp every frame, compute audio features, write shards, `index.json`, summary and QA."""
     t0 = time.monotonic()
     out_dir = Path(out_dir)
-    clip = json.loads(Path(meta).read_text())
+    clip = read_meta(meta)
     n, width, height = clip["n_frames"], clip["width"], clip["height"]
-    points = np.load(landmarks)["points"]
+    points = read_npz(landmarks, ("points",))["points"]
     geo = read_geometry(geometry, len(points), n, width, height)
     canon = geo["canonical_index"]
     wav = _read_wav(Path(audio), n)
