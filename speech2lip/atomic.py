@@ -8,23 +8,26 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, keep_if: Callable[[], bool] | None = None) -> Iterator[Path]:
     """Yield a temporary path in `path`'s folder (same suffix); rename it to `path` on success.
 
-    On an exception the temporary file is removed and `path` is left untouched.
+    On an exception, or when `keep_if()` is false at the end (e.g. the worker's parent is
+    gone), the temporary file is removed and `path` is left untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
         yield tmp
+        if keep_if is not None and not keep_if():
+            raise RuntimeError(f"{path}: not renamed into place (keep_if is false)")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from speech2lip.geometry.topology import inner_lip_opening
 from speech2lip.inputs import read_meta, read_npz
 from speech2lip.media import read_frames
 from speech2lip.pictures import contact_sheet, save_png
+from speech2lip.workers import die_with_parent
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
@@ -174,8 +176,9 @@ def depth_picture(depth: np.ndarray) -> np.ndarray:
 _FIT: dict | None = None  # the fit, in worker processes
 
 
-def _init_worker(fit: dict) -> None:
+def _init_worker(fit: dict, parent_pid: int) -> None:
     global _FIT
+    die_with_parent(parent_pid)
     _FIT = fit
 
 
@@ -285,7 +288,7 @@ def run(
     ctx = multiprocessing.get_context("fork")  # workers inherit the fit; pool made before HDF5
     with (
         ProcessPoolExecutor(
-            max(threads, 1), ctx, initializer=_init_worker, initargs=(fitted,)
+            max(threads, 1), ctx, initializer=_init_worker, initargs=(fitted, os.getpid())
         ) as pool,
         atomic_path(out_dir / "geometry.h5") as tmp,
         h5py.File(tmp, "w") as h5,

@@ -12,8 +12,10 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,7 @@ from speech2lip.train.resume import (
     save_checkpoint,
     trim_step_log,
 )
+from speech2lip.workers import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -307,6 +310,7 @@ def train(
     loader = torch.utils.data.DataLoader(
         StepBatches(data, train_ids, opts), batch_size=None, sampler=range(start, opts.steps),
         num_workers=workers, prefetch_factor=2 if workers else None,
+        worker_init_fn=partial(die_with_parent, os.getpid()) if workers else None,
         collate_fn=_as_is,  # keep numpy: converted on the training device below
     )  # fmt: skip
     for step, arrays in loader:

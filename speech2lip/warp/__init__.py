@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -231,7 +232,8 @@ def run(
         log.warning("warp: the lips are larger than the %dx%d lip box in %.1f%% of the frames; "
                     "raise warp.lip_size", lips[2], lips[3], 100 * too_big)  # fmt: skip
     shared = {
-        "cfg": cfg, "width": width, "height": height, "frames_path": str(frames),
+        "cfg": cfg, "parent_pid": os.getpid(), "width": width, "height": height,
+        "frames_path": str(frames),
         "geometry_path": str(geometry), "K": geo["K"], "pose": geo["pose"],
         "relative": geo["pose"] @ np.linalg.inv(geo["canonical_pose"]),
         "canonical_depth": geo["canonical_depth"], "lips": lips, "ext": ext, "split": split,

@@ -4,6 +4,7 @@ frames (O2C canonical lips, mouth box, C2O grid, round-trip QA) and writes it as
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 
 import h5py
@@ -21,6 +22,7 @@ from speech2lip.data.shards import (
 )
 from speech2lip.errors import Speech2LipError
 from speech2lip.geometry.regions import box_origins
+from speech2lip.workers import die_with_parent, parent_alive
 
 INVALID_GRID = -2.0  # c2o_grid value where c2o_mask is 0 (outside the crop; compresses well)
 _SHARED: dict | None = None  # the run's inputs, inherited by each (forked) worker
@@ -80,6 +82,7 @@ def _init_worker(shared: dict) -> None:
     global _SHARED
     import torch
 
+    die_with_parent(shared["parent_pid"])
     torch.set_num_threads(1)
     _SHARED = shared
 
@@ -171,7 +174,7 @@ def _write_shard(job: tuple[int, int, int, str]) -> dict:
                          seek=start / audio_features.FPS if start else None, limit=n)  # fmt: skip
     with (
         h5py.File(s["geometry_path"], "r") as geo,
-        atomic_path(path) as tmp,
+        atomic_path(path, keep_if=partial(parent_alive, s["parent_pid"])) as tmp,
         h5py.File(tmp, "w") as h5,
     ):
         dsets = create_fields(h5, fields, n, cfg.compression, cfg.compression_level)
