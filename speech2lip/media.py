@@ -310,10 +310,32 @@ SAMPLE_RATE = 16000
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
 
 
+def output_size(box: tuple[int, int, int, int], size: int | None) -> tuple[int, int]:
+    """The resampled frame's (width, height) for crop `box`: its long side scaled to `size`
+    and its short side in proportion (rounded to even), so the aspect ratio never changes;
+    `size` None keeps the box's size."""
+    w, h = int(box[2]), int(box[3])
+    if size is None:
+        return w, h
+    if w >= h:
+        return size, max(2, int(round(size * h / w / 2)) * 2)
+    return max(2, int(round(size * w / h / 2)) * 2), size
+
+
+def crop_scale(crop: dict) -> tuple[float, float]:
+    """(x, y) output pixels per source pixel of meta.json's `crop` (one number in a meta.json
+    written before the scale was recorded per axis)."""
+    scale = crop["scale"]
+    if isinstance(scale, (int, float)):
+        return float(scale), float(scale)
+    return float(scale[0]), float(scale[1])
+
+
 def scale_filters(box: tuple[int, int, int, int], size: int | None) -> list[str]:
-    """ffmpeg filters: constant 25 fps, crop to `box`, resize to `size` x `size`."""
+    """ffmpeg filters: constant 25 fps, crop to `box`, resize to `output_size(box, size)`."""
     x, y, w, h = box
     filters = [f"fps={FPS}", f"crop={w}:{h}:{x}:{y}"]
-    if size is not None and (w, h) != (size, size):
-        filters.append(f"scale={size}:{size}:flags=lanczos")
+    out_w, out_h = output_size(box, size)
+    if (w, h) != (out_w, out_h):
+        filters.append(f"scale={out_w}:{out_h}:flags=lanczos")
     return filters + ["setsar=1"]

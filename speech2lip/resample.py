@@ -32,6 +32,7 @@ from speech2lip.media import (
     SAMPLES_PER_FRAME,
     FrameWriter,
     Probe,
+    output_size,
     probe,
     read_audio,
     read_frames,
@@ -84,22 +85,30 @@ def square_around(
     bx, by, bw, bh = bounds
     side = int(min(side, bw, bh)) // 2 * 2
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    x = int(round(np.clip(cx - side / 2, bx, bx + bw - side)))
-    y = int(round(np.clip(cy - side / 2, by, by + bh - side)))
+    x = _even_within(round(np.clip(cx - side / 2, bx, bx + bw - side)), bx, bx + bw - side)
+    y = _even_within(round(np.clip(cy - side / 2, by, by + bh - side)), by, by + bh - side)
     return x, y, side, side
+
+
+def _even_within(value: int, lo: int, hi: int) -> int:
+    """`value` made even (see `check_box`): down, or up when down would leave [lo, hi]."""
+    even = int(value) // 2 * 2
+    return even + 2 if even < lo and even + 2 <= hi else even
 
 
 def check_box(
     box: Sequence[int], width: int, height: int, source: str
 ) -> tuple[int, int, int, int]:
-    """Validate an explicit crop box against the frame size; round its size down to even."""
+    """Validate an explicit crop box against the frame size; round its corner and size down to
+    even (ffmpeg's crop of 4:2:0 video moves an odd corner to even by itself, so the box
+    recorded in meta.json would be a pixel off from the frames)."""
     x, y, w, h = (int(v) for v in box)
     if w < 16 or h < 16 or x + w > width or y + h > height:
         raise Speech2LipError(
             f"resample.crop {list(box)} does not fit inside {source} ({width}x{height}); "
             "give [x, y, width, height] inside the frame, or use 'auto'"
         )
-    return x, y, w // 2 * 2, h // 2 * 2
+    return x // 2 * 2, y // 2 * 2, w // 2 * 2, h // 2 * 2
 
 
 def fit_audio(audio: np.ndarray, offset_s: float, n_frames: int) -> tuple[np.ndarray, dict]:
@@ -223,8 +232,7 @@ def run(video: str | Path, out_dir: str | Path, cfg: ResampleConfig) -> dict:
         info.duration, info.audio_codec, info.sample_rate, info.channels,
     )  # fmt: skip
     box, mode = find_crop(info, cfg)
-    size = cfg.size if cfg.size is not None else box[2]
-    out_w, out_h = (size, size) if cfg.size is not None else (box[2], box[3])
+    out_w, out_h = output_size(box, cfg.size)
     log.info("crop %s box %s -> %dx%d", mode, list(box), out_w, out_h)
     expected = int(round(info.duration * FPS))
 
@@ -247,7 +255,7 @@ def run(video: str | Path, out_dir: str | Path, cfg: ResampleConfig) -> dict:
             "audio": {"file": "audio.wav", "sample_rate": SAMPLE_RATE, "channels": 1,
                       "n_samples": len(audio), "samples_per_frame": SAMPLES_PER_FRAME, **fit},
             "crop": {"mode": mode, "box": list(box), "source_size": [info.width, info.height],
-                     "scale": out_w / box[2]},
+                     "scale": [out_w / box[2], out_h / box[3]]},
             "split": split_indices(n, cfg.test_fraction),
             "source": info.summary(),
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()},

@@ -60,7 +60,9 @@ def test_square_around_faces_margin_and_bounds():
     assert (x, y) == (70, 70)  # centred on the union (130, 130)
     # near the top-left corner: moved inside; bigger than the bounds: shrunk to fit (even)
     assert square_around(boxes - [90, 90, 0, 0], 0.5, (0, 0, 1000, 1000))[:2] == (0, 0)
-    assert square_around(boxes, 3.0, (5, 7, 201, 150)) == (55, 7, 150, 150)
+    # corners are even (ffmpeg crops 4:2:0 video at even corners): 55 -> 54; 7 -> 6, as 8
+    # would leave the bounds at the bottom
+    assert square_around(boxes, 3.0, (5, 7, 201, 150)) == (54, 6, 150, 150)
 
 
 # ----------------------------------------------------------------------------- generated clips
@@ -123,9 +125,52 @@ def test_crop_box_and_resize(tmp_path):
     src = encode(tmp_path / "src.mp4", frames)
     meta = run(src, tmp_path / "out", ResampleConfig(crop=(30, 20, 40, 40), size=64))
     assert meta["crop"] == {"mode": "explicit", "box": [30, 20, 40, 40], "source_size": [160, 120],
-                            "scale": 1.6}  # fmt: skip
+                            "scale": [1.6, 1.6]}  # fmt: skip
     out = decode(tmp_path / "out" / "frames.mkv", (64, 64))
     assert out.shape == (50, 64, 64, 3) and out[:, 8:56, 8:56].min() > 180
+
+
+def marker_video(path, width: int, height: int, centre: tuple[int, int]):
+    """A short clip, black but for a bright 8 x 8 square at `centre` (source pixels)."""
+    frames = np.zeros((60, height, width, 3), np.uint8)
+    cx, cy = centre
+    frames[:, cy - 4 : cy + 4, cx - 4 : cx + 4] = 255
+    return encode(path, frames)
+
+
+def centroid(image: np.ndarray) -> np.ndarray:
+    """The bright area's centre (x, y) in pixel-centre coordinates (pixel i covers i..i+1)."""
+    grey = image.astype(np.float64).mean(axis=2)
+    weight = np.where(grey > 60, grey, 0)
+    ys, xs = np.indices(grey.shape)
+    return np.array([(xs * weight).sum(), (ys * weight).sum()]) / weight.sum() + 0.5
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "crop", "centre"),
+    [(320, 180, "none", (200, 120)), (180, 320, "none", (70, 230)),  # 16:9 and 9:16
+     (320, 180, (16, 9, 288, 162), (150, 90)), (180, 320, (10, 40, 150, 240), (90, 200))],
+)  # fmt: skip
+def test_aspect_ratio_is_kept_and_paste_back_lands_on_the_source(tmp_path, width, height,
+                                                                  crop, centre):  # fmt: skip
+    """The README's non-square box and crop: none on 16:9 and 9:16 sources: the frames keep
+    their shape, the scale is recorded per axis, and a mouth box found in the resampled frame
+    pastes back onto the same spot of the source (within 1 px)."""
+    from speech2lip.renderer.frames import paste_back
+
+    src = marker_video(tmp_path / "src.mp4", width, height, centre)
+    meta = run(src, tmp_path / "out", ResampleConfig(crop=crop, size=128))
+    box = meta["crop"]["box"]
+    assert max(meta["width"], meta["height"]) == 128
+    assert meta["width"] / meta["height"] == pytest.approx(box[2] / box[3], rel=0.02)
+    sx, sy = meta["crop"]["scale"]
+    assert (sx, sy) == (meta["width"] / box[2], meta["height"] / box[3])
+    frame = decode(tmp_path / "out" / "frames.mkv", (meta["width"], meta["height"]))[10]
+    found = centroid(frame)  # where the resampled frame shows the marker
+    origin = (int(found[0]) - 8, int(found[1]) - 8)
+    patch = frame[origin[1] : origin[1] + 16, origin[0] : origin[0] + 16]
+    pasted = paste_back(np.zeros((height, width, 3), np.uint8), patch, origin, meta["crop"])
+    assert np.abs(centroid(pasted) - np.array(centre)).max() <= 1.0
 
 
 def test_auto_crop_is_a_square_around_the_face(tmp_path, demo_video):

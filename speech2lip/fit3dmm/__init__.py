@@ -30,6 +30,7 @@ from speech2lip.fit3dmm.facemodel import FaceModel, backproject_shapes, build_su
 from speech2lip.geometry import face_triangles, intrinsics, rodrigues
 from speech2lip.geometry.topology import MEDIAPIPE
 from speech2lip.inputs import read_meta, read_npz
+from speech2lip.media import crop_scale
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def focal_guess(meta: dict) -> float:
     """A focal length (output pixels) for when the data cannot say: 2x the source frame's larger
     side (a ~28 degree field of view, typical of filmed talking heads), scaled by the crop."""
     src_w, src_h = meta["crop"]["source_size"]
-    return 2.0 * max(src_w, src_h) * meta["crop"]["scale"]
+    return 2.0 * max(src_w, src_h) * crop_scale(meta["crop"])[0]
 
 
 def plot_poses(path: Path, rv_raw, rv, tr_raw, tr, summary: dict) -> None:

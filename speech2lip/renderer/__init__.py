@@ -33,7 +33,7 @@ from tqdm import tqdm
 from speech2lip.atomic import atomic_path, remove_stale_temporaries
 from speech2lip.config import RenderConfig
 from speech2lip.errors import Speech2LipError
-from speech2lip.media import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from speech2lip.media import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, crop_scale
 from speech2lip.renderer.frames import FrameSource, SourceFrames, paste_back
 
 log = logging.getLogger(__name__)
@@ -145,8 +145,8 @@ def stream_video(
     frames = FrameSource(frames_path, width, height, meta["n_frames"],
                          chunk=max(4, min(32, (64 << 20) // frame_bytes)))  # fmt: skip
     crop = meta["crop"]
-    to_source = cfg.output_size == "source" and source_video is not None and (
-        tuple(crop["box"]) != (0, 0, *crop["source_size"]) or crop["scale"] != 1)  # fmt: skip
+    cropped = tuple(crop["box"]) != (0, 0, *crop["source_size"]) or crop_scale(crop) != (1, 1)
+    to_source = cfg.output_size == "source" and source_video is not None and cropped
     source = None
     if to_source:
         source = SourceFrames(

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from speech2lip.errors import Speech2LipError
-from speech2lip.media import FPS, read_frames
+from speech2lip.media import FPS, crop_scale, read_frames
 
 log = logging.getLogger(__name__)
 
@@ -121,14 +121,14 @@ def source_patch_box(
     box: tuple[int, int, int, int], crop: dict, size: tuple[int, int]
 ) -> tuple[int, int, int, int]:
     """The source-video pixels `(x0, y0, x1, y1)` covered by box `(x, y, w, h)` of the
-    resampled frame (crop box `crop["box"]`, scale `crop["scale"]`), clipped to `size`."""
+    resampled frame (crop box `crop["box"]`, scale per axis `crop["scale"]`), clipped to `size`."""
     cx, cy = crop["box"][:2]
-    s = float(crop["scale"])
+    sx, sy = crop_scale(crop)
     x, y, w, h = box
-    x0 = int(np.floor(cx + x / s))
-    y0 = int(np.floor(cy + y / s))
-    x1 = int(np.ceil(cx + (x + w) / s))
-    y1 = int(np.ceil(cy + (y + h) / s))
+    x0 = int(np.floor(cx + x / sx))
+    y0 = int(np.floor(cy + y / sy))
+    x1 = int(np.ceil(cx + (x + w) / sx))
+    y1 = int(np.ceil(cy + (y + h) / sy))
     return max(0, x0), max(0, y0), min(size[0], x1), min(size[1], y1)
 
 
@@ -140,15 +140,15 @@ def paste_back(
     scale with bilinear interpolation; the outermost patch pixel is blended half-and-half with
     the source so the seam does not show."""
     h, w = patch.shape[:2]
-    s = float(crop["scale"])
+    sx, sy = crop_scale(crop)
     cx, cy = crop["box"][:2]
     x0, y0, x1, y1 = source_patch_box((*origin, w, h), crop, (source.shape[1], source.shape[0]))
     if x1 <= x0 or y1 <= y0:
         return source
     # source pixel centre (X + 0.5) <-> resampled coordinate ((X + 0.5 - cx) s - 0.5) - origin
     ox, oy = origin
-    matrix = np.array([[s, 0, (x0 + 0.5 - cx) * s - 0.5 - ox],
-                       [0, s, (y0 + 0.5 - cy) * s - 0.5 - oy]], np.float64)  # fmt: skip
+    matrix = np.array([[sx, 0, (x0 + 0.5 - cx) * sx - 0.5 - ox],
+                       [0, sy, (y0 + 0.5 - cy) * sy - 0.5 - oy]], np.float64)  # fmt: skip
     size = (x1 - x0, y1 - y0)
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     warped = cv2.warpAffine(patch, matrix, size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
