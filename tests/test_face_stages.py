@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import encode, media
+from conftest import FAST_FIT, encode, media
 
 from speech2lip import fit3dmm, landmarks, pose_depth, resample
 from speech2lip.config import Fit3dmmConfig, LandmarksConfig, PoseDepthConfig, ResampleConfig
@@ -307,3 +307,17 @@ def test_bfm_model_runs_through_fit3dmm_and_pose_depth(tmp_path):
                          tmp_path / "landmarks.npz", tmp_path / "f/fit.npz", tmp_path / "p",
                          PoseDepthConfig(qa_frames=2))  # fmt: skip
     assert out["face_pixels_canonical"] > 1000
+
+
+def test_fit3dmm_refuses_a_track_that_jumps_between_faces(demo_geometry, tmp_path):
+    """Landmarks that jump to another place every few frames (a track alternating between two
+    people) are refused with the numbers and the frames, not fitted with a 20 px error."""
+    lm = dict(np.load(demo_geometry / "landmarks/landmarks.npz"))
+    jumped = lm["points"].copy()
+    other = (np.arange(len(jumped)) // 2) % 2 == 1  # every other pair of frames
+    jumped[other, :, 0] += 100  # the other person, 100 px to the right
+    np.savez(tmp_path / "landmarks.npz", **{**lm, "points": jumped})
+    with pytest.raises(Speech2LipError, match=r"mean error of \d+\.\d px .*worst frames \["):
+        fit3dmm.run(tmp_path / "landmarks.npz", demo_geometry / "resample/meta.json",
+                    tmp_path / "f", FAST_FIT)  # fmt: skip
+    assert not (tmp_path / "f" / "fit.npz").exists()

@@ -84,3 +84,18 @@ def test_mediapipe_backend_on_a_blank_frame_finds_nothing():
     with open_landmarker("mediapipe", max_faces=1) as marker:
         assert marker.topology is MEDIAPIPE
         assert marker(np.zeros((64, 64, 3), np.uint8)) == []
+
+
+def test_the_track_follows_one_of_two_similar_faces():
+    """Two faces of about the same size, listed in a changing order (as a detector does): the
+    track stays on the one it started with; a face far from the track is not taken for it."""
+    base = np.zeros((68, 3))
+    base[:, 0] = np.linspace(0, 100, 68)
+    base[:, 1] = np.linspace(0, 100, 68)
+    left, right = base + [100, 200, 0], base * 1.02 + [600, 200, 0]  # right is 2 % larger
+    script = [[left, right], [right + [3, 0, 0], left], [left, right + [6, 0, 0]], [left]]
+    with Scripted(script) as marker:
+        points, found, faces = landmark_frames([None] * 4, 4, marker)
+    assert found.tolist() == [True, True, True, False]  # frame 3: only the other person
+    assert np.allclose(points[1:3, 0, 0], [603, 606])
+    assert points[0, 0, 0] == pytest.approx(600)  # the largest where the track starts

@@ -97,18 +97,41 @@ def largest(faces: list[np.ndarray]) -> np.ndarray:
     return faces[int(np.argmax([np.ptp(f[:, 0]) * np.ptp(f[:, 1]) for f in faces]))]
 
 
+def centre_and_size(points: np.ndarray) -> tuple[np.ndarray, float]:
+    """A face's box centre (x, y) and size (the box's longer side) from its points."""
+    lo, hi = points[:, :2].min(axis=0), points[:, :2].max(axis=0)
+    return (lo + hi) / 2, float(max(hi - lo))
+
+
+def follow(faces: list[np.ndarray], previous: np.ndarray | None) -> np.ndarray | None:
+    """The face that continues the track: the largest when there is no track yet, else the
+    one nearest the previous face, or None when even that one is more than the previous face's
+    size away (another person: a real face does not jump that far between two frames)."""
+    if previous is None:
+        return largest(faces)
+    centre, size = centre_and_size(previous)
+    dists = [float(np.linalg.norm(centre_and_size(f)[0] - centre)) for f in faces]
+    best = int(np.argmin(dists))
+    return faces[best] if dists[best] <= size else None
+
+
 def landmark_frames(
     frames: Iterable[np.ndarray], n_frames: int, marker: Landmarker
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The largest face's points in each of `n_frames` frames: `(N, P, 3)` float32 (zeros where
-    no face was found), the found mask `(N,)` and the number of faces per frame `(N,)`."""
+    """One face tracked through `n_frames` frames: the largest face where the track starts,
+    then in each frame the face nearest the last one found (`follow`). Returns its points
+    `(N, P, 3)` float32 (zeros where it was not found), the found mask `(N,)` and the number
+    of faces seen per frame `(N,)`."""
     points = np.zeros((n_frames, marker.topology.n_points, 3), np.float32)
     found = np.zeros(n_frames, bool)
     faces = np.zeros(n_frames, np.int8)
+    previous = None
     for i, frame in enumerate(frames):
         result = marker(frame)
         faces[i] = len(result)
-        if result:
-            points[i] = largest(result)
+        chosen = follow(result, previous) if result else None
+        if chosen is not None:
+            points[i] = chosen
             found[i] = True
+            previous = chosen
     return points, found, faces

@@ -183,6 +183,25 @@ def refine(
     return model, mesh, raw
 
 
+def check_error(
+    error_px: np.ndarray, good: np.ndarray, long_side: int, limit: float, source
+) -> None:
+    """Refuse a fit whose mean reprojection error (per 512 px of the frame) exceeds `limit`,
+    naming the worst frames: the landmarks are not one face's over time."""
+    err = error_px[good] * 512 / long_side
+    if len(err) == 0 or err.mean() <= limit:
+        return
+    ids = np.flatnonzero(good)
+    worst = ids[np.argsort(err)[::-1][:8]]
+    raise Speech2LipError(
+        f"{source}: the face model fits these landmarks with a mean error of {err.mean():.1f} px "
+        f"(p95 {np.percentile(err, 95):.1f} px per 512 px; real clips: 0.4-1.4, limit "
+        f"fit3dmm.max_error_px = {limit}); worst frames {sorted(worst.tolist())}. The track "
+        "may jump between two people or off the face: crop to one face (resample.crop) and "
+        "re-run from resample"
+    )
+
+
 def run(landmarks: str | Path, meta: str | Path, out_dir: str | Path, cfg: Fit3dmmConfig) -> dict:
     """Fit the face model to the landmarks in `landmarks`; write `out_dir/fit.npz`."""
     clip = read_meta(meta)
@@ -207,6 +226,7 @@ def run(landmarks: str | Path, meta: str | Path, out_dir: str | Path, cfg: Fit3d
                 fixed_pose=True, init_coeffs=raw.coeffs, **kw)  # fmt: skip
     before, after = jitter(raw.rotvec, raw.translation), jitter(rv, tr)
     err = final.error_px[good]
+    check_error(final.error_px, good, max(width, height), cfg.max_error_px, landmarks)
     summary = {
         "model": cfg.model,
         "focal_px": raw.focal,
