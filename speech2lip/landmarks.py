@@ -81,6 +81,25 @@ def boxes(points: np.ndarray) -> np.ndarray:
     return np.concatenate([lo, hi - lo], axis=1).astype(np.float32)
 
 
+def small_face_check(frames, clip: dict, min_face_size: int, samples: int = 8) -> None:
+    """When the landmarks find no face, ask the face detector (which finds smaller faces) on a
+    few frames; refuse with the face's size when it is below `min_face_size`."""
+    from speech2lip.faces.detect import largest_face_boxes
+
+    n, width, height = clip["n_frames"], clip["width"], clip["height"]
+    picks = set(np.linspace(0, n - 1, min(samples, n)).round().astype(int).tolist())
+    sample = [f for i, f in enumerate(read_frames(frames, width, height)) if i in picks]
+    found = largest_face_boxes(sample)
+    sizes = np.nanmax(found[:, 2:], axis=1)
+    sizes = sizes[np.isfinite(sizes)]
+    if len(sizes) and np.median(sizes) < min_face_size:
+        raise Speech2LipError(
+            f"{frames}: the face is ~{np.median(sizes):.0f} px across, below "
+            f"landmarks.min_face_size = {min_face_size}, too small to track; crop tighter "
+            "(resample.crop) or use a larger source"
+        )
+
+
 def run(frames: str | Path, meta: str | Path, out_dir: str | Path, cfg: LandmarksConfig) -> dict:
     """Landmark every frame of `frames` (the resample stage's output) into `out_dir`."""
     clip = read_meta(meta)
@@ -101,7 +120,11 @@ def run(frames: str | Path, meta: str | Path, out_dir: str | Path, cfg: Landmark
         log.warning(
             "landmarks: several faces in %d frames; the largest is used", int((faces > 1).sum())
         )
-    filled, interpolated = fill_gaps(points, found, cfg.max_gap, cfg.max_missing, str(frames))
+    try:
+        filled, interpolated = fill_gaps(points, found, cfg.max_gap, cfg.max_missing, str(frames))
+    except Speech2LipError:
+        small_face_check(frames, clip, cfg.min_face_size)  # a clearer reason, when it is that
+        raise
     box = boxes(filled)
     face_size = float(np.median(np.maximum(box[found, 2], box[found, 3])))
     if face_size < cfg.min_face_size:

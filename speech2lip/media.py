@@ -288,17 +288,49 @@ class FrameWriter:
             self._err.close()
 
 
+# Mono downmix of 5.1 and 7.1 (ffmpeg's channel order FL FR FC LFE then the surrounds), with
+# the ITU-R BS.775 coefficients: centre at unity, fronts and surrounds at -3 dB, no LFE. ffmpeg's
+# own `-ac 1` normalises its matrix to unity sum, which leaves dialogue about 10 dB quieter.
+DOWNMIX = {6: (0.7071, 0.7071, 1.0, 0.0, 0.7071, 0.7071),
+           8: (0.7071, 0.7071, 1.0, 0.0, 0.7071, 0.7071, 0.7071, 0.7071)}  # fmt: skip
+
+
+def audio_channels(path: str | Path) -> int:
+    """The channel count of the first audio stream of `path` (0 without one)."""
+    args = [tool("ffprobe"), "-v", "error", "-select_streams", "a:0", "-show_entries",
+            "stream=channels", "-of", "csv=p=0", str(path)]  # fmt: skip
+    proc = run_tool(args, "probing the audio", path)
+    text = proc.stdout.strip().splitlines()
+    return int(text[0]) if text and text[0].strip().isdigit() else 0
+
+
 def read_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
-    """Decode the first audio stream of `path` to mono float32 in [-1, 1] at `sample_rate`."""
+    """Decode the first audio stream of `path` to mono float32 in [-1, 1] at `sample_rate`.
+    Mono and stereo are mixed by ffmpeg (stereo: the mean); 5.1 and 7.1 with `DOWNMIX`, scaled
+    down only if the mix would clip."""
+    channels = audio_channels(path)
+    matrix = DOWNMIX.get(channels)
     args = [tool("ffmpeg"), "-nostdin", "-v", "error", "-i", str(path), "-vn", "-sn"]
-    args += ["-map", "0:a:0", "-ac", "1", "-ar", str(sample_rate), "-f", "s16le", "-"]
+    if matrix is None:
+        args += ["-map", "0:a:0", "-ac", "1", "-ar", str(sample_rate), "-f", "s16le", "-"]
+    else:
+        args += ["-map", "0:a:0", "-ar", str(sample_rate), "-f", "f32le", "-"]
     proc = run_tool(args, "decoding the audio", path)
     if proc.stderr.strip():
         raise Speech2LipError(
             f"decoding the audio of {path} failed (corrupt or truncated file?): "
             f"{_tail(proc.stderr)}"
         )
-    return np.frombuffer(proc.stdout, np.int16).astype(np.float32) / 32768.0
+    if matrix is None:
+        return np.frombuffer(proc.stdout, np.int16).astype(np.float32) / 32768.0
+    frames = np.frombuffer(proc.stdout, np.float32).reshape(-1, channels)
+    mono = frames @ np.asarray(matrix, np.float32)
+    peak = float(np.abs(mono).max()) if len(mono) else 0.0
+    if peak > 1.0:
+        log.info("audio of %s: the %d-channel downmix peaks at %.2f; scaled to 1", path,
+                 channels, peak)  # fmt: skip
+        mono = mono / peak
+    return mono.astype(np.float32)
 
 
 FPS = 25

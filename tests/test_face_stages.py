@@ -321,3 +321,19 @@ def test_fit3dmm_refuses_a_track_that_jumps_between_faces(demo_geometry, tmp_pat
         fit3dmm.run(tmp_path / "landmarks.npz", demo_geometry / "resample/meta.json",
                     tmp_path / "f", FAST_FIT)  # fmt: skip
     assert not (tmp_path / "f" / "fit.npz").exists()
+
+
+def test_a_face_too_small_to_track_says_so(demo_video, tmp_path):
+    import cv2
+
+    face = list(read_frames(demo_video, 512, 512, limit=75))
+    frames = np.zeros((len(face), 256, 256, 3), np.uint8)
+    for i, f in enumerate(face):
+        frames[i, 100:148, 100:148] = cv2.resize(f, (48, 48), interpolation=cv2.INTER_AREA)
+    src = encode(tmp_path / "small.mp4", frames)
+    resample.run(src, tmp_path / "r", ResampleConfig(crop="none", size=None))
+    message = r"the face is ~\d+ px across, below landmarks.min_face_size = 64, too small"
+    with pytest.raises(Speech2LipError, match=message):
+        landmarks.run(tmp_path / "r/frames.mkv", tmp_path / "r/meta.json", tmp_path / "l",
+                      LandmarksConfig())  # fmt: skip
+    assert not (tmp_path / "l" / "landmarks.npz").exists()

@@ -266,3 +266,20 @@ def test_stereo_48k_becomes_16k_mono(tmp_path):
     audio, sr = sf.read(tmp_path / "out" / "audio.wav")
     assert sr == 16000 and audio.ndim == 1 and len(audio) == 60 * 640
     assert abs(np.argmax(np.abs(np.fft.rfft(audio))) * sr / len(audio) - 1000) < 5
+
+
+@pytest.mark.parametrize("layout", ["5.1", "7.1"])
+def test_surround_dialogue_keeps_its_level(tmp_path, layout):
+    """Film audio carries dialogue in the centre channel: the mono mix keeps it at the level a
+    stereo copy of the same speech has (ffmpeg's normalised -ac 1 left it ~10 dB quieter)."""
+    from speech2lip.media import read_audio
+
+    silent = {"5.1": "FL|FR|LFE|BL|BR", "7.1": "FL|FR|LFE|BL|BR|SL|SR"}[layout].split("|")
+    pan = f"pan={layout}|FC=c0|" + "|".join(f"{c}=0*c0" for c in silent)
+    tone = ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=300:duration=2"]
+    subprocess.run([*tone, "-af", pan, str(tmp_path / "surround.wav")], check=True)
+    subprocess.run([*tone, "-af", "pan=stereo|FL=c0|FR=c0", str(tmp_path / "stereo.wav")],
+                   check=True)  # fmt: skip
+    rms = {name: float(np.sqrt(np.mean(read_audio(tmp_path / f"{name}.wav") ** 2)))
+           for name in ("surround", "stereo")}  # fmt: skip
+    assert 20 * np.log10(rms["surround"] / rms["stereo"]) == pytest.approx(0, abs=1.0)

@@ -22,6 +22,7 @@ def largest_face_boxes(frames: Iterable[np.ndarray], min_confidence: float = 0.5
     detection = mp.solutions.face_detection
     frames = list(frames)
     boxes = np.full((len(frames), 4), np.nan)
+    several = 0
     for model in (1, 0):
         missing = [i for i in range(len(frames)) if np.isnan(boxes[i, 0])]
         if not missing:
@@ -39,8 +40,10 @@ def largest_face_boxes(frames: Iterable[np.ndarray], min_confidence: float = 0.5
                     box = np.array([rb.xmin * w, rb.ymin * h, rb.width * w, rb.height * h])
                     if best is None or box[2] * box[3] > best[2] * best[3]:
                         best = box
-                if len(found) > 1:
-                    log.warning("frame sample %d: %d faces found, using the largest", i, len(found))
+                several += len(found) > 1
                 if best is not None:
                     boxes[i] = best
+    if several:
+        log.warning("%d of %d sampled frames show several faces; the largest is used in each",
+                    several, len(frames))  # fmt: skip
     return boxes
