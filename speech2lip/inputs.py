@@ -20,6 +20,7 @@ from speech2lip.errors import Speech2LipError
 MAKERS = {
     "meta.json": "resample", "audio.wav": "resample", "frames.mkv": "resample",
     "landmarks.npz": "landmarks", "fit.npz": "fit3dmm", "geometry.h5": "pose_depth",
+    "index.json": "warp", "expert.pt": "sync_expert", "model.pt": "train",
 }  # fmt: skip
 META_KEYS = ("n_frames", "width", "height", "fps", "split")
 

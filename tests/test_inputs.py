@@ -75,3 +75,17 @@ def test_a_bad_input_is_one_line_naming_the_file_and_the_fix(
              "pose_depth": "pose_depth"}[name.split("/")[0]]  # fmt: skip
     assert f"snakemake --cores all {base / name} --forcerun {maker}" in err[0]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("how", ["empty", "truncated", "foreign"])
+def test_a_bad_warp_index_names_the_command_that_remakes_it(demo_warp, tmp_path, how):
+    from speech2lip.data.shards import WarpData
+    from speech2lip.errors import Speech2LipError
+
+    index = tmp_path / "index.json"
+    shutil.copy2(demo_warp / "index.json", index)
+    damage(index, how)
+    with pytest.raises(Speech2LipError) as err:
+        WarpData(index)
+    assert str(err.value).startswith(f"{index}") or f"warp index {index}" in str(err.value)
+    assert "--forcerun warp" in str(err.value) and "\n" not in str(err.value)

@@ -30,6 +30,7 @@ import h5py
 import numpy as np
 
 from speech2lip.errors import Speech2LipError
+from speech2lip.inputs import remake
 
 SCHEMA_VERSION = 1
 SHARD_DIR = "shards"
@@ -120,8 +121,11 @@ class WarpData:
             self.index = json.loads(self.index_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise Speech2LipError(
-                f"warp index {self.index_path} is not valid JSON: {exc}"
+                f"warp index {self.index_path} is not valid JSON (truncated?): {exc}; "
+                f"{remake(self.index_path)}"
             ) from None
+        if not isinstance(self.index, dict):
+            raise Speech2LipError(f"{self.index_path}: not a warp index; {remake(self.index_path)}")
         version = self.index.get("schema_version")
         if version != SCHEMA_VERSION:
             raise Speech2LipError(
