@@ -7,10 +7,10 @@ import shlex
 
 from snakemake.exceptions import WorkflowError
 
-from speech2lip.config import ConfigError, stage_section, validate_config
+from speech2lip.config import ConfigError, stage_section, validate_config, with_discovered
 
 try:
-    config.update(validate_config(config, source="config"))
+    config.update(validate_config(with_discovered(config, "data"), source="config"))
 except ConfigError as exc:
     raise WorkflowError(f"invalid configuration: {exc}") from None
 
@@ -79,12 +79,13 @@ def module(stage):
 
 
 def subject_video(wildcards):
-    """The source video of a subject, with a clear error for a name not in config.yaml."""
+    """The source video of a subject, with a clear error for an unknown name."""
     if wildcards.subject not in config["subjects"]:
         known = ", ".join(sorted(config["subjects"])) or "(none)"
         raise WorkflowError(
-            f"unknown subject {wildcards.subject!r} in the target path; subjects in the config: "
-            f"{known}. Add it under `subjects:` in config.yaml with its video path."
+            f"unknown subject {wildcards.subject!r} in the target path; known subjects: "
+            f"{known}. Put its video at data/{wildcards.subject}/video.mp4 (any video "
+            "extension), or add it under `subjects:` in config.yaml with its video path."
         )
     return config["subjects"][wildcards.subject]["video"]
 

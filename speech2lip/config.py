@@ -219,10 +219,60 @@ def validate_config(config: dict[str, Any], source: str = "config") -> dict[str,
                     _check(merged(filled[stage], subject[stage]), schema["properties"][stage],
                            source)  # fmt: skip
                 except ConfigError as exc:
-                    raise ConfigError(
-                        str(exc).replace(f"{source}: ", f"{source}: subjects.{name}.{stage}.", 1)
-                    ) from None
+                    text = str(exc).replace(f"{source}: ", f"{source}: subjects.{name}.{stage}.", 1)
+                    raise ConfigError(text.replace(".(top level):", ":", 1)) from None
     return filled
+
+
+VIDEO_EXTENSIONS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv",
+                    ".flv", ".ts", ".mts", ".3gp"}  # fmt: skip
+AUDIO_EXTENSIONS = {".wav", ".mp3", ".flac", ".m4a", ".aac", ".ogg", ".opus", ".wma", ".aiff"}
+
+
+def discover_subjects(data_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """Subjects found as `data/<name>/video.<ext>` (any common video extension), each with its
+    candidate videos and the audio files of `data/<name>/driving/` (sorted)."""
+    found: dict[str, dict[str, Any]] = {}
+    root = Path(data_dir)
+    if not root.is_dir():
+        return found
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        videos = sorted(str(f) for f in folder.iterdir() if f.is_file() and f.stem == "video"
+                        and f.suffix.lower() in VIDEO_EXTENSIONS)  # fmt: skip
+        if not videos:
+            continue
+        driving_dir = folder / "driving"
+        audio = sorted(driving_dir.iterdir()) if driving_dir.is_dir() else []
+        driving = [str(f) for f in audio if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS]
+        found[folder.name] = {"videos": videos, "driving": driving}
+    return found
+
+
+def with_discovered(config: dict[str, Any], data_dir: str | Path = "data") -> dict[str, Any]:
+    """`config` with the subjects found under `data_dir` added; a subject in the config keeps
+    its own video and driving audio (and adds its settings)."""
+    if not isinstance(config, dict):
+        return config
+    given = config.get("subjects")
+    if given is None:
+        given = copy.deepcopy(load_schema()["properties"]["subjects"]["default"])
+    if not isinstance(given, dict):
+        return config
+    subjects = dict(given)
+    for name, found in discover_subjects(data_dir).items():
+        entry = dict(subjects.get(name) or {})
+        if "video" not in entry:
+            if len(found["videos"]) > 1:
+                raise ConfigError(
+                    f"{Path(data_dir) / name}: {len(found['videos'])} videos for one subject "
+                    f"({', '.join(Path(v).name for v in found['videos'])}); keep one, or name "
+                    f"it under subjects.{name}.video in config.yaml"
+                )
+            entry["video"] = found["videos"][0]
+        if "driving" not in entry and found["driving"]:
+            entry["driving"] = found["driving"]
+        subjects[name] = entry
+    return {**config, "subjects": subjects}
 
 
 def read_yaml(path: str | Path) -> Any:

@@ -90,8 +90,8 @@ def small_face_check(frames, clip: dict, min_face_size: int, samples: int = 8) -
     picks = set(np.linspace(0, n - 1, min(samples, n)).round().astype(int).tolist())
     sample = [f for i, f in enumerate(read_frames(frames, width, height)) if i in picks]
     found = largest_face_boxes(sample)
-    sizes = np.nanmax(found[:, 2:], axis=1)
-    sizes = sizes[np.isfinite(sizes)]
+    found = found[np.isfinite(found).all(axis=1)]
+    sizes = found[:, 2:].max(axis=1)
     if len(sizes) and np.median(sizes) < min_face_size:
         raise Speech2LipError(
             f"{frames}: the face is ~{np.median(sizes):.0f} px across, below "

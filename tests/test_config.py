@@ -182,3 +182,44 @@ def test_shipped_config_mentions_every_stage_key():
     text = yaml.safe_load((ROOT / "config.yaml").read_text())
     for stage, cls in STAGE_CONFIGS.items():
         assert set(text[stage]) == {f.name for f in dataclasses.fields(cls)} - {"sync_offset"}
+
+
+def test_subjects_are_found_in_data(tmp_path):
+    from speech2lip.config import discover_subjects, with_discovered
+
+    (tmp_path / "may" / "driving").mkdir(parents=True)
+    (tmp_path / "may" / "video.MOV").write_bytes(b"x")  # any common extension, any case
+    (tmp_path / "may" / "driving" / "hello.wav").write_bytes(b"x")
+    (tmp_path / "may" / "driving" / "notes.txt").write_text("not audio")
+    (tmp_path / "bob").mkdir()
+    (tmp_path / "bob" / "video.mp4").write_bytes(b"x")
+    (tmp_path / "empty").mkdir()  # no video: not a subject
+    found = discover_subjects(tmp_path)
+    assert set(found) == {"may", "bob"}
+    assert found["may"]["driving"] == [str(tmp_path / "may" / "driving" / "hello.wav")]
+    given = {"subjects": {"bob": {"video": "elsewhere/bob.mkv", "train": {"steps": 900}}}}
+    config = validate_config(with_discovered(given, tmp_path))
+    assert config["subjects"]["may"]["video"] == str(tmp_path / "may" / "video.MOV")
+    assert config["subjects"]["bob"]["video"] == "elsewhere/bob.mkv"  # the config wins
+    assert stage_section(config, "train", "bob")["steps"] == 900
+    assert "sample" in validate_config(with_discovered({}, tmp_path))["subjects"]  # the default
+    (tmp_path / "may" / "video.mp4").write_bytes(b"x")
+    with pytest.raises(
+        ConfigError, match=r"may: 2 videos for one subject \(video.MOV, video.mp4\)"
+    ):
+        with_discovered({}, tmp_path)
+    with_discovered({"subjects": {"may": {"video": "data/may/video.mp4"}}}, tmp_path)  # named
+
+
+@pytest.mark.parametrize(
+    ("override", "text"),
+    [({"train": {"stepz": 1}}, "subjects.a.train: unknown key 'stepz'"),
+     ({"render": {"crf": "high"}}, "subjects.a.render.crf: 'high' is not of type"),
+     ({"pose_depth": {"head_grow": -1}}, "subjects.a.pose_depth.head_grow: -1 is less than"),
+     ({"train": {"model": {"lips_width": 2}}}, "subjects.a.train.model.lips_width: 2 is less"),
+     ({"sample": {"seed": 1}}, "subjects.a: unknown key 'sample'")],
+)  # fmt: skip
+def test_every_stage_can_be_overridden_per_subject_and_is_checked(override, text):
+    with pytest.raises(ConfigError) as err:
+        validate_config({"subjects": {"a": {"video": "a.mp4", **override}}}, source="cfg")
+    assert text in str(err.value)

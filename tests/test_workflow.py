@@ -309,3 +309,49 @@ def test_touching_an_input_reruns_only_when_it_is_too_large_to_checksum(finished
         assert set(jobs) == AFTER_RESAMPLE and "Updated input files" in jobs["resample"]
     finally:
         os.utime(video, (stat.st_atime, stat.st_mtime))
+
+
+def test_a_video_in_data_is_a_subject_without_a_config_edit(tmp_path):
+    write_config(tmp_path)  # no `subjects:` for may
+    (tmp_path / "data" / "may" / "driving").mkdir(parents=True)
+    (tmp_path / "data" / "may" / "video.mkv").write_bytes(b"not read by a dry run")
+    (tmp_path / "data" / "may" / "driving" / "hello.mp3").write_bytes(b"x")
+    jobs = planned(snakemake(tmp_path, "-n", "results/may/video.mp4"))
+    assert set(jobs) == STAGES - {"sample", "evaluate"}
+    jobs = planned(snakemake(tmp_path, "-n"))  # everything: the demo subject and may
+    assert "render_driven" in jobs and set(jobs) >= STAGES
+    (tmp_path / "data" / "may" / "video.mp4").write_bytes(b"x")
+    proc = snakemake(tmp_path, "-n", "results/may/video.mp4", check=False)
+    assert proc.returncode != 0 and "2 videos for one subject" in proc.stdout + proc.stderr
+    (tmp_path / "data" / "may" / "video.mp4").unlink()
+    proc = snakemake(tmp_path, "-n", "results/nobody/video.mp4", check=False)
+    assert "Put its video at data/nobody/video.mp4" in proc.stdout + proc.stderr
+
+
+def planned_jobs(proc: subprocess.CompletedProcess) -> set[tuple[str, str]]:
+    """(rule, subject) of each job a dry run plans."""
+    jobs = set()
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", proc.stdout + proc.stderr):
+        rule = re.match(r"(?:local)?rule (\w+):", block.strip())
+        subject = re.search(r"wildcards: .*?subject=([^,\s]+)", block)
+        if rule and subject:
+            jobs.add((rule.group(1), subject.group(1)))
+    return jobs
+
+
+@pytest.mark.slow
+def test_a_per_subject_override_reruns_that_subject_only(finished):
+    snakefile = finished.parent / "Snakefile"
+    two = {"sample": {"video": "data/sample/video.mp4"}, "b": {"video": "data/sample/video.mp4"}}
+    targets = ("results/sample/evaluate/report.html", "results/b/train/model.pt")
+    try:
+        write_config(finished, subjects=two)
+        snakemake(finished, "results/b/train/model.pt", snakefile=snakefile)
+        assert planned_jobs(snakemake(finished, "-n", *targets, snakefile=snakefile)) == set()
+        two["sample"]["train"] = {"steps": 13}
+        write_config(finished, subjects=two)
+        jobs = planned_jobs(snakemake(finished, "-n", *targets, snakefile=snakefile))
+        assert jobs == {("train", "sample"), ("render", "sample"), ("evaluate", "sample")}
+    finally:
+        write_config(finished)
+    assert dry(finished) == {}
