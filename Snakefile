@@ -18,6 +18,10 @@ configfile: "config.yaml"
 include: "rules/common.smk"
 
 
+onsuccess:
+    print(run_summary())
+
+
 rule all:
     input:
         expand("results/{subject}/video.mp4", subject=list(config["subjects"])),

@@ -49,6 +49,7 @@ from speech2lip.models.expert import (
     window_starts,
 )
 from speech2lip.models.syncnet import SyncNetColor, load_sync_expert
+from speech2lip.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ def train_expert(cfg: SyncExpertConfig, crops: Tensor, mel: Tensor, train_starts
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     history = []
     model.train()
+    progress = Progress("sync_expert", cfg.steps, "steps", log)
     for step in tqdm(range(cfg.steps), desc="sync_expert", unit="step", disable=None):
         rng = np.random.default_rng([cfg.seed, step])
         starts = rng.choice(train_starts, cfg.batch)
@@ -95,6 +97,7 @@ def train_expert(cfg: SyncExpertConfig, crops: Tensor, mel: Tensor, train_starts
         loss = bce_step(model, optimizer, crops, mel, starts, audio_ids,
                         torch.as_tensor(labels, dtype=torch.float32))  # fmt: skip
         history.append(loss)
+        progress.update(step + 1)
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             log.info("sync_expert: step %d/%d BCE %.4f (mean of the last %d)", step + 1,
                      cfg.steps, np.mean(history[-cfg.log_every :]), cfg.log_every)  # fmt: skip

@@ -261,7 +261,10 @@ def test_lowering_train_steps_trains_again_instead_of_reusing_the_checkpoint(fin
     summary = finished / "results" / "sample" / "train" / "train.json"
     try:
         write_config(finished, train={"steps": 6, "checkpoint_every": 6})
-        snakemake(finished, snakefile=finished.parent / "Snakefile")
+        proc = snakemake(finished, snakefile=finished.parent / "Snakefile")
+        said = proc.stdout + proc.stderr  # the run's last words: stage times, the report
+        assert re.search(r"sample: wall time per stage: .*train \d+ (s|min)", said)
+        assert "sample: open results/sample/evaluate/report.html" in said
         trained = yaml.safe_load(summary.read_text())
         assert trained["steps"] == 6 and trained["final_losses"]
         log = (finished / "logs" / "sample" / "train.log").read_text()

@@ -23,6 +23,7 @@ import numpy as np
 
 from speech2lip.evaluate import metrics
 from speech2lip.faces.landmarkers import largest, open_landmarker
+from speech2lip.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,9 @@ def measure(
     track = Track(name)
     marker = open_landmarker(landmarks, min_confidence=0.5, max_faces=1)
     try:
+        progress = Progress(f"evaluate: measuring {name}", len(origins), "frames", log)
         for i, frame in enumerate(frames):
+            progress.update(i)
             if i >= len(origins):
                 break
             x, y = (int(v) for v in origins[i])

@@ -34,6 +34,7 @@ from speech2lip.atomic import atomic_path, remove_stale_temporaries
 from speech2lip.config import RenderConfig
 from speech2lip.errors import Speech2LipError
 from speech2lip.media import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, crop_scale
+from speech2lip.progress import Progress
 from speech2lip.renderer.frames import FrameSource, SourceFrames, paste_back
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,7 @@ def stream_video(
         with FrameWriter(tmp, width, height, FPS, "h264", cfg.crf, audio=wav_tmp,
                          preset=cfg.encoder_preset) as writer:  # fmt: skip
             bar = tqdm(total=n, desc=desc, unit="frame", disable=None)
+            progress = Progress(desc, n, "frames", log)
             for lo in range(0, n, cfg.batch_frames):
                 out_ids = np.arange(lo, min(n, lo + cfg.batch_frames))
                 bg = background[out_ids]
@@ -182,8 +184,7 @@ def stream_video(
                         img = paste(frames[b], patch, origin)
                     writer.write(img[:height, :width])
                 bar.update(len(out_ids))
-                if lo // cfg.batch_frames % 25 == 0:
-                    log.info("%s: %d/%d frames", desc, lo + len(out_ids), n)
+                progress.update(lo + len(out_ids))
             bar.close()
     seconds = time.monotonic() - t0
     stats = {"frames": n, "seconds": seconds, "frames_per_second": n / max(seconds, 1e-9),

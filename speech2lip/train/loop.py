@@ -34,6 +34,7 @@ from speech2lip.models.assembled import Speech2Lip
 from speech2lip.models.expert import WINDOW, negatives, window_starts
 from speech2lip.models.losses import contrastive_sync_loss
 from speech2lip.models.syncnet import expert_faces
+from speech2lip.progress import Progress
 from speech2lip.train.resume import (
     LOG_COLUMNS,
     last_logged,
@@ -313,6 +314,7 @@ def train(
         worker_init_fn=partial(die_with_parent, os.getpid()) if workers else None,
         collate_fn=_as_is,  # keep numpy: converted on the training device below
     )  # fmt: skip
+    progress = Progress("train", opts.steps, "steps", log)
     for step, arrays in loader:
         torch.manual_seed(opts.seed + step)
         scale = lr_scale(step, opts.steps, opts.lr_final)
@@ -341,4 +343,5 @@ def train(
             save_checkpoint(last, model, optimizer, done, opts, scaler)
         if on_step is not None:
             on_step(done, history, model)
+        progress.update(done)
     return model, history

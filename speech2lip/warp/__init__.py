@@ -45,6 +45,7 @@ from speech2lip.data.shards import (
 from speech2lip.errors import Speech2LipError
 from speech2lip.geometry.regions import extended_box, lip_box, lip_points
 from speech2lip.inputs import read_h5, read_meta, read_npz
+from speech2lip.progress import Progress
 from speech2lip.warp.qa import qa_pictures
 from speech2lip.warp.worker import _init_worker, _write_shard, shard_fields
 
@@ -101,6 +102,7 @@ def write_shards(shared: dict, n: int, shard_dir: Path, cfg: WarpConfig, threads
     ctx = multiprocessing.get_context("fork")  # workers inherit `shared`; no HDF5 open here
     workers = max(1, min(threads, len(jobs)))
     pool = ProcessPoolExecutor(workers, ctx, initializer=_init_worker, initargs=(shared,))
+    progress, written = Progress("warp", n, "frames", log), 0
     try:
         with tqdm(total=n, desc="warp", unit="frame", disable=None) as bar:
             futures = [pool.submit(_write_shard, job) for job in jobs]
@@ -108,6 +110,8 @@ def write_shards(shared: dict, n: int, shard_dir: Path, cfg: WarpConfig, threads
                 res = future.result()
                 results[res["number"]] = res
                 bar.update(res["stop"] - res["start"])
+                written += res["stop"] - res["start"]
+                progress.update(written)
                 log.info("warp: shard %d (frames %d-%d) written, %d/%d shards", res["number"],
                          res["start"], res["stop"] - 1, len(results), len(jobs))  # fmt: skip
     except BrokenProcessPool:
