@@ -64,10 +64,15 @@ def test_evaluate_writes_metrics_baselines_and_a_report(demo_model, demo_geometr
         if name != "ground_truth":
             assert 10 < m["psnr_db"] < 60 and 0 < m["ssim"] <= 1 and m["lmd_px"] >= 0
     assert saved["methods"]["ground_truth"]["lmd_px"] == 0
+    for name in ("speech2lip", "static_mouth", "nearest_audio"):  # articulation, vs the GT's
+        m = saved["methods"][name]
+        assert m["opening_r"] is None or -1 <= m["opening_r"] <= 1
+        assert m["opening_amplitude"] >= 0 and -5 <= m["opening_best_lag"] <= 5
     assert "not available" in saved["sync_note"] and "not available" in saved["proxy_note"]
     assert len(saved["verdicts"]) == 2 and summary["verdicts"] == saved["verdicts"]
     for name in ("static_mouth.mp4", "nearest_audio.mp4", "report.html"):
         assert (tmp_path / "ev" / name).is_file()
     page = (tmp_path / "ev/report.html").read_text()
     assert "<table>" in page and "speech2lip (ours)" in page and "data:image/png;base64" in page
+    assert "opening amplitude" in page and "best lag" in page
     assert page.count("<img") >= 3

@@ -353,3 +353,23 @@ def test_syncnet_features_and_lse(syncnet, rng):
     assert -15 <= scores["offset"] <= 15
     with pytest.raises(ValueError, match="need 6 frames"):
         syncnet_features(syncnet, crops, wav[:3000])
+
+
+def test_articulation_sees_amplitude_correlation_and_lag():
+    from speech2lip.evaluate.metrics import articulation
+
+    t = np.arange(200)
+    gt = 10 + 5 * np.sin(t / 6.0) + np.sin(t / 1.7)
+    half = 10 + 0.25 * (gt - 10)  # follows exactly, a quarter as wide: PSNR would love it
+    got = articulation(half, gt)
+    assert got["opening_r"] == pytest.approx(1.0) and got["opening_amplitude"] == pytest.approx(
+        0.25
+    )
+    assert got["opening_best_lag"] == 0
+    late = np.roll(gt, 3)  # ours 3 frames late
+    late[:3] = np.nan  # and no face there
+    got = articulation(late, gt)
+    assert got["opening_best_lag"] == 3 and got["opening_best_r"] == pytest.approx(1.0)
+    assert got["opening_r"] < 0.9
+    still = articulation(np.full(200, 10.0), gt)  # a mouth that never moves
+    assert still["opening_amplitude"] == 0.0 and still["opening_r"] is None

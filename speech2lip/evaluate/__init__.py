@@ -37,7 +37,8 @@ from speech2lip.media import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 
 log = logging.getLogger(__name__)
 
-BETTER = {"psnr_db": "higher", "ssim": "higher", "lmd_px": "lower", "lse_d": "lower",
+BETTER = {"psnr_db": "higher", "ssim": "higher", "lmd_px": "lower", "opening_r": "higher",
+          "lse_d": "lower",
           "lse_c": "higher", "sync_proxy_confidence": "higher"}  # fmt: skip
 
 
@@ -56,6 +57,7 @@ def nearest_audio_ids(mel: np.ndarray, test_ids: np.ndarray, train_ids: np.ndarr
 def summarise(track, reference, sync: dict | None, lse: dict | None) -> dict:
     """A method's averages (nan-aware) for the metric table."""
     from speech2lip.evaluate.measure import lmd
+    from speech2lip.evaluate.metrics import articulation
 
     def mean(values):
         v = np.asarray(values, np.float64)
@@ -64,6 +66,7 @@ def summarise(track, reference, sync: dict | None, lse: dict | None) -> dict:
 
     out = {"psnr_db": mean(track.psnr), "ssim": mean(track.ssim), "cpbd": mean(track.cpbd),
            "lmd_px": lmd(track, reference) if reference is not None else None,
+           **(articulation(track.opening, reference.opening) if reference is not None else {}),
            "faces_found": int(sum(p is not None for p in track.lips)),
            "frames": len(track.cpbd)}  # fmt: skip
     if sync is not None:
@@ -223,7 +226,14 @@ def measure_test(ev: Evaluation, videos: dict, pasted: bool, expert, test_wav, p
                  cfg.landmarks, cfg.cpbd_edges, keep=pick)  # fmt: skip
     tracks = {"ground_truth": gt}
     methods = {"ground_truth": ev.summary_of(gt, None, expert, mel, test_wav)}
-    methods["ground_truth"].update(psnr_db=None, ssim=None, lmd_px=0.0)
+    methods["ground_truth"].update(
+        psnr_db=None,
+        ssim=None,
+        lmd_px=0.0,
+        opening_r=1.0,
+        opening_amplitude=1.0,
+        opening_best_lag=0,
+    )
     for name, path in videos.items():
         log.info("evaluate: measuring %s", name)
         tracks[name] = measure(name, ev.decode(path, pasted, len(test)), origins, ev.box,
@@ -276,8 +286,17 @@ def report_pictures(tracks: dict, methods: dict, pick, box, loss_curve) -> dict:
     the training loss curve (when there is one)."""
     from speech2lip.evaluate import report
 
+    def named(key: str) -> str:  # the opening plot's legend says how each mouth follows
+        m = methods.get(key, {})
+        if key == "ground_truth" or None in (m.get("opening_r"), m.get("opening_amplitude")):
+            return key
+        return (
+            f"{report.LABELS.get(key, key)}: r {m['opening_r']:.2f}, amplitude "
+            f"{m['opening_amplitude']:.2f}x, best lag {m['opening_best_lag']:+d}"
+        )
+
     pictures = {
-        "opening": report.time_plot({k: t.opening for k, t in tracks.items()}, "px",
+        "opening": report.time_plot({named(k): t.opening for k, t in tracks.items()}, "px",
                                     "inner-lip opening (landmarks)"),
         "psnr": report.time_plot({k: t.psnr for k, t in tracks.items() if t.psnr}, "dB",
                                  "mouth-box PSNR against the ground truth"),

@@ -18,6 +18,9 @@ COLUMNS = [  # key, header, format, better
     ("ssim", "mouth SSIM", "{:.3f}", "higher"),
     ("cpbd", "mouth CPBD", "{:.3f}", "near ground truth"),
     ("lmd_px", "LMD (px)", "{:.2f}", "lower"),
+    ("opening_r", "opening r", "{:.2f}", "higher"),
+    ("opening_amplitude", "opening amplitude", "{:.2f}x", "near 1"),
+    ("opening_best_lag", "best lag (frames)", "{:+d}", "0"),
     ("lse_d", "LSE-D", "{:.2f}", "lower"),
     ("lse_c", "LSE-C", "{:.2f}", "higher"),
     ("sync_proxy_confidence", "sync proxy conf.", "{:.3f}", "higher"),
@@ -55,7 +58,12 @@ def time_plot(series: dict[str, np.ndarray], ylabel: str, title: str) -> bytes:
     ax.set_xlabel("seconds into the test split")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=8, ncol=4)
+    labels = [LABELS.get(name, name) for name in series]
+    if max((len(label) for label in labels), default=0) > 24:  # long labels: in rows below
+        fig.set_size_inches(10, 3.2 + 0.25 * len(labels))
+        ax.legend(fontsize=8, ncol=1, loc="upper left", bbox_to_anchor=(0, -0.28))
+    else:
+        ax.legend(fontsize=8, ncol=4)
     fig.tight_layout()
     return _png(fig)
 
