@@ -90,3 +90,28 @@ def read_h5(path: str | Path, datasets: tuple[str, ...], attrs: tuple[str, ...] 
             return {k: h5[k][()] for k in datasets}, {a: h5.attrs[a] for a in attrs}
     except OSError as exc:
         raise bad_input(path, f"not a readable HDF5 file (truncated?): {exc}") from None
+
+
+def read_wav(path: str | Path, **kwargs) -> tuple[np.ndarray, int]:
+    """(samples, rate) of the WAV file at `path` (soundfile's `read` keywords pass through)."""
+    import soundfile as sf
+
+    path = Path(path)
+    _present(path)
+    try:
+        return sf.read(str(path), **kwargs)
+    except (RuntimeError, sf.LibsndfileError) as exc:
+        raise bad_input(path, f"not a readable WAV file (truncated?): {exc}") from None
+
+
+def read_clip_audio(path: str | Path, n_frames: int) -> np.ndarray:
+    """The resample stage's audio.wav as float32 mono, checked: 16 kHz, one channel, exactly
+    640 samples per frame of its `n_frames` frames."""
+    wav, rate = read_wav(path, dtype="float32", always_2d=True)
+    if rate != 16000 or wav.shape[1] != 1:
+        raise bad_input(path, f"{rate} Hz, {wav.shape[1]} channel(s), not the resample stage's "
+                              "16 kHz mono audio")  # fmt: skip
+    if len(wav) != n_frames * 640:
+        raise bad_input(path, f"{len(wav)} samples, but {n_frames} frames need {n_frames * 640} "
+                              "(640 per frame)")  # fmt: skip
+    return wav[:, 0]

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from speech2lip.errors import Speech2LipError
+from speech2lip.inputs import MAKERS, remake
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +203,7 @@ def read_frames(
     if code != 0 or err.strip():
         raise Speech2LipError(
             f"decoding {path} failed (corrupt or truncated file?): {_tail(err)}; "
-            "re-export or re-download the video"
+            + (remake(path) if Path(path).name in MAKERS else "re-export or re-download the video")
         )
 
 

@@ -16,12 +16,11 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 from speech2lip.atomic import write_json
 from speech2lip.config import RenderConfig
 from speech2lip.errors import Speech2LipError
-from speech2lip.inputs import read_meta
+from speech2lip.inputs import read_clip_audio, read_meta
 from speech2lip.media import FPS, SAMPLES_PER_FRAME
 from speech2lip.renderer import FIELDS, Renderer, load_driving_audio, stream_video
 from speech2lip.renderer.frames import pingpong
@@ -38,7 +37,7 @@ def speech_and_backgrounds(data, audio, driving, start_frame: int):
         ids = data.split_ids("test")
         if len(ids) == 0:
             raise Speech2LipError(f"{data.index_path}: the test split is empty")
-        wav, _ = sf.read(audio, dtype="float32")
+        wav = read_clip_audio(audio, len(data))
         wav = wav[ids[0] * SAMPLES_PER_FRAME : (ids[-1] + 1) * SAMPLES_PER_FRAME]
         return wav, data.read_field("mel", ids), ids, "the test split"
     wav = load_driving_audio(driving)

@@ -16,6 +16,7 @@ INPUTS = {  # file -> the stages that read it
     "landmarks/landmarks.npz": ["fit3dmm", "pose_depth", "warp"],
     "fit3dmm/fit.npz": ["pose_depth"],
     "pose_depth/geometry.h5": ["warp"],
+    "resample/audio.wav": ["warp", "render", "evaluate"],
 }
 DAMAGE = ["missing", "empty", "truncated", "foreign"]
 
@@ -49,6 +50,10 @@ def damage(path, how: str) -> None:
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     elif path.suffix == ".json":
         path.write_text(json.dumps({"made_by": "another tool"}))
+    elif path.suffix == ".wav":  # another recording: 8 kHz stereo
+        import soundfile as sf
+
+        sf.write(path, np.zeros((8000, 2), np.float32), 8000)
     elif path.suffix == ".npz":
         np.savez(path.with_suffix(""), other=np.zeros(3))  # numpy adds .npz
     else:
@@ -67,6 +72,7 @@ def test_a_bad_input_is_one_line_naming_the_file_and_the_fix(
     for part in ("resample", "landmarks", "fit3dmm", "pose_depth"):  # a copy to damage
         shutil.copytree(demo_geometry / part, base / part)
     damage(base / name, how)
+    (tmp_path / "video.mp4").write_bytes(b"")  # evaluate checks that ours exists first
     code = main(argv(stage, base, demo_warp, demo_model, tmp_path))
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1, err
@@ -89,3 +95,15 @@ def test_a_bad_warp_index_names_the_command_that_remakes_it(demo_warp, tmp_path,
         WarpData(index)
     assert str(err.value).startswith(f"{index}") or f"warp index {index}" in str(err.value)
     assert "--forcerun warp" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_damaged_frames_file_names_the_stage_that_remakes_it(demo_geometry, tmp_path):
+    from speech2lip.errors import Speech2LipError
+    from speech2lip.media import read_frames
+
+    frames = tmp_path / "frames.mkv"
+    data = (demo_geometry / "resample/frames.mkv").read_bytes()
+    frames.write_bytes(data[: len(data) // 2])
+    meta = json.loads((demo_geometry / "resample/meta.json").read_text())
+    with pytest.raises(Speech2LipError, match="--forcerun resample$"):
+        list(read_frames(frames, meta["width"], meta["height"]))

@@ -32,7 +32,7 @@ from speech2lip import __version__
 from speech2lip.atomic import write_json
 from speech2lip.config import EvaluateConfig, RenderConfig
 from speech2lip.errors import Speech2LipError
-from speech2lip.inputs import read_meta
+from speech2lip.inputs import read_clip_audio, read_meta
 from speech2lip.media import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 
 log = logging.getLogger(__name__)
@@ -332,7 +332,6 @@ def run(
     """Measure ours (`video`, with render's `figures`, default `<video stem>.json`), the ground
     truth and the baselines on the test split, and the `driven` videos; write `metrics.json`
     and `report.html` into `out_dir` (with `loss_curve`, training's plot, when given)."""
-    import soundfile as sf
     import torch
 
     from speech2lip.evaluate import report
@@ -353,7 +352,7 @@ def run(
                                       for k, v in rendered.items()})  # fmt: skip
     pasted = bool(render_stats.get("pasted_back", False))
     own_expert, _, expert_state = load_checked(expert)
-    wav, _ = sf.read(audio, dtype="float32")
+    wav = read_clip_audio(audio, len(ev.data))
     test = ev.test
     test_wav = wav[test[0] * SAMPLES_PER_FRAME : (test[-1] + 1) * SAMPLES_PER_FRAME]
     videos = {"speech2lip": video}

@@ -44,7 +44,7 @@ from speech2lip.data.shards import (
 )
 from speech2lip.errors import Speech2LipError
 from speech2lip.geometry.regions import extended_box, lip_box, lip_points
-from speech2lip.inputs import read_h5, read_meta, read_npz
+from speech2lip.inputs import bad_input, read_h5, read_meta, read_npz, read_wav
 from speech2lip.progress import Progress
 from speech2lip.warp.qa import qa_pictures
 from speech2lip.warp.worker import _init_worker, _write_shard, shard_fields
@@ -54,23 +54,14 @@ log = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------- stage
 def _read_wav(path: Path, n_frames: int) -> np.ndarray:
-    import soundfile as sf
-
-    try:
-        wav, rate = sf.read(str(path), dtype="float64", always_2d=True)
-    except (RuntimeError, sf.LibsndfileError) as exc:
-        raise Speech2LipError(f"cannot read audio {path}: {exc}; re-run resample") from None
+    wav, rate = read_wav(path, dtype="float64", always_2d=True)
     if rate != audio_features.SAMPLE_RATE or wav.shape[1] != 1:
-        raise Speech2LipError(
-            f"{path}: {rate} Hz, {wav.shape[1]} channel(s); the warp stage needs the resample "
-            "stage's 16 kHz mono audio (re-run resample)"
-        )
+        raise bad_input(path, f"{rate} Hz, {wav.shape[1]} channel(s), not the resample stage's "
+                              "16 kHz mono audio")  # fmt: skip
     expected = n_frames * audio_features.SAMPLES_PER_FRAME
     if len(wav) != expected:
-        raise Speech2LipError(
-            f"frame/audio counts disagree: {path} has {len(wav)} samples, {n_frames} frames need "
-            f"{expected} (640 per frame); re-run resample (snakemake --forcerun resample)"
-        )
+        raise bad_input(path, f"{len(wav)} samples, but {n_frames} frames need {expected} "
+                              "(640 per frame)")  # fmt: skip
     return wav[:, 0]
 
 
