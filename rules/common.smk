@@ -126,25 +126,31 @@ def driven_videos(wildcards):
     return driven_paths(wildcards.subject)
 
 
+PIPELINE = ["sample", "resample", "landmarks", "fit3dmm", "pose_depth", "warp", "sync_expert",
+            "train", "render", "evaluate"]
+
+
 def run_summary():
     """What a finished run says last: each subject's wall time per stage (from the rules'
-    benchmark files) and where its report is."""
+    benchmark files, in pipeline order) and where its report is."""
     from speech2lip.progress import duration
+
+    def position(path):  # render_driven_<name> sorts with render
+        stage = os.path.basename(path)[: -len(".tsv")]
+        return next((i for i, s in enumerate(PIPELINE) if stage.startswith(s)), len(PIPELINE))
 
     lines = []
     for subject in sorted(config["subjects"]):
         times = []
-        order = ["sample", "resample", "landmarks", "fit3dmm", "pose_depth", "warp",
-                 "sync_expert", "train", "render", "render_driven", "evaluate"]  # fmt: skip
         paths = glob.glob(os.path.join("benchmarks", subject, "*.tsv"))
-        rank = lambda p: next((i for i, s in enumerate(order) if os.path.basename(p).startswith(s + ".")
-                               or os.path.basename(p).startswith(s + "_")), len(order))  # fmt: skip
-        for path in sorted(paths, key=lambda p: (rank(p), p)):
+        for path in sorted(paths, key=lambda p: (position(p), p)):
             with open(path) as handle:
-                rows = handle.read().splitlines()
-            if len(rows) > 1 and rows[1].split("\t")[0].replace(".", "", 1).isdigit():
-                stage = os.path.splitext(os.path.basename(path))[0]
-                times.append(f"{stage} {duration(float(rows[1].split(chr(9))[0]))}")
+                rows = [row.split("\t") for row in handle.read().splitlines()]
+            try:
+                seconds = float(rows[1][0])  # the `s` column of the job's row
+            except (IndexError, ValueError):
+                continue
+            times.append(f"{os.path.basename(path)[: -len('.tsv')]} {duration(seconds)}")
         if times:
             lines.append(f"speech2lip: {subject}: wall time per stage: " + ", ".join(times))
         html = os.path.join("results", subject, "evaluate", "report.html")

@@ -14,23 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from speech2lip.errors import Speech2LipError
+from speech2lip.errors import MAKERS, Speech2LipError, remake
+from speech2lip.media import SAMPLE_RATE, SAMPLES_PER_FRAME
 
-# The stage whose output each file is (named in the fix).
-MAKERS = {
-    "meta.json": "resample", "audio.wav": "resample", "frames.mkv": "resample",
-    "landmarks.npz": "landmarks", "fit.npz": "fit3dmm", "geometry.h5": "pose_depth",
-    "index.json": "warp", "expert.pt": "sync_expert", "model.pt": "train",
-}  # fmt: skip
 META_KEYS = ("n_frames", "width", "height", "fps", "split")
-
-
-def remake(path: str | Path) -> str:
-    """How to make `path` again, in words a user can paste."""
-    stage = MAKERS.get(Path(path).name)
-    if stage is None:
-        return "re-run the stage that made it"
-    return f"re-run {stage}: snakemake --cores all {path} --forcerun {stage}"
 
 
 def bad_input(path: str | Path, problem: str) -> Speech2LipError:
@@ -104,14 +91,15 @@ def read_wav(path: str | Path, **kwargs) -> tuple[np.ndarray, int]:
         raise bad_input(path, f"not a readable WAV file (truncated?): {exc}") from None
 
 
-def read_clip_audio(path: str | Path, n_frames: int) -> np.ndarray:
-    """The resample stage's audio.wav as float32 mono, checked: 16 kHz, one channel, exactly
-    640 samples per frame of its `n_frames` frames."""
-    wav, rate = read_wav(path, dtype="float32", always_2d=True)
-    if rate != 16000 or wav.shape[1] != 1:
+def read_clip_audio(path: str | Path, n_frames: int, dtype: str = "float32") -> np.ndarray:
+    """The resample stage's audio.wav as mono `dtype` samples, checked: 16 kHz, one channel,
+    exactly 640 samples per frame of its `n_frames` frames."""
+    wav, rate = read_wav(path, dtype=dtype, always_2d=True)
+    if rate != SAMPLE_RATE or wav.shape[1] != 1:
         raise bad_input(path, f"{rate} Hz, {wav.shape[1]} channel(s), not the resample stage's "
                               "16 kHz mono audio")  # fmt: skip
-    if len(wav) != n_frames * 640:
-        raise bad_input(path, f"{len(wav)} samples, but {n_frames} frames need {n_frames * 640} "
-                              "(640 per frame)")  # fmt: skip
+    expected = n_frames * SAMPLES_PER_FRAME
+    if len(wav) != expected:
+        raise bad_input(path, f"{len(wav)} samples, but {n_frames} frames need {expected} "
+                              f"({SAMPLES_PER_FRAME} per frame)")  # fmt: skip
     return wav[:, 0]

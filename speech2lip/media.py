@@ -19,8 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from speech2lip.errors import Speech2LipError
-from speech2lip.inputs import MAKERS, remake
+from speech2lip.errors import MAKERS, Speech2LipError, remake
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from speech2lip.errors import Speech2LipError
-from speech2lip.inputs import remake
+from speech2lip.errors import Speech2LipError, remake
 
 SCHEMA_VERSION = 1
 SHARD_DIR = "shards"

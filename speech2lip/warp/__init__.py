@@ -44,7 +44,7 @@ from speech2lip.data.shards import (
 )
 from speech2lip.errors import Speech2LipError
 from speech2lip.geometry.regions import extended_box, lip_box, lip_points
-from speech2lip.inputs import bad_input, read_h5, read_meta, read_npz, read_wav
+from speech2lip.inputs import read_clip_audio, read_h5, read_meta, read_npz
 from speech2lip.progress import Progress
 from speech2lip.warp.qa import qa_pictures
 from speech2lip.warp.worker import _init_worker, _write_shard, shard_fields
@@ -53,18 +53,6 @@ log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- stage
-def _read_wav(path: Path, n_frames: int) -> np.ndarray:
-    wav, rate = read_wav(path, dtype="float64", always_2d=True)
-    if rate != audio_features.SAMPLE_RATE or wav.shape[1] != 1:
-        raise bad_input(path, f"{rate} Hz, {wav.shape[1]} channel(s), not the resample stage's "
-                              "16 kHz mono audio")  # fmt: skip
-    expected = n_frames * audio_features.SAMPLES_PER_FRAME
-    if len(wav) != expected:
-        raise bad_input(path, f"{len(wav)} samples, but {n_frames} frames need {expected} "
-                              "(640 per frame)")  # fmt: skip
-    return wav[:, 0]
-
-
 def read_geometry(path, n_points: int, n: int, width: int, height: int) -> dict:
     """The pose_depth stage's geometry.h5, checked against the frames and the landmarks."""
     out, attrs = read_h5(path, ("K", "pose", "canonical_pose", "canonical_depth", "head_mask"),
@@ -215,7 +203,7 @@ def run(
     points = read_npz(landmarks, ("points",))["points"]
     geo = read_geometry(geometry, len(points), n, width, height)
     canon = geo["canonical_index"]
-    wav = _read_wav(Path(audio), n)
+    wav = read_clip_audio(audio, n, dtype="float64")
     log.info("warp: %d frames %dx%d, audio features", n, width, height)
     split = np.ones(n, np.uint8)
     split[slice(*clip["split"]["train"])] = 0
