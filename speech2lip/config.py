@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -103,14 +104,19 @@ def load_schema() -> dict[str, Any]:
             f"config schema not found at {SCHEMA_PATH}; install speech2lip from its checkout "
             "with `pip install -e .` so the workflow folder is next to the package"
         )
+    return copy.deepcopy(_parsed_schema())  # a copy: callers may fill it in
+
+
+@functools.cache
+def _parsed_schema() -> dict[str, Any]:
     with SCHEMA_PATH.open() as f:
         return yaml.safe_load(f)
 
 
 STAGE_CONFIGS: dict[str, type] = {
-    stage: _config_class(stage, load_schema()["properties"][stage])
-    for stage in CLASS_NAMES
-    if "." not in stage
+    stage: _config_class(stage, spec)
+    for stage, spec in load_schema()["properties"].items()
+    if stage in CLASS_NAMES
 }
 SampleConfig = STAGE_CONFIGS["sample"]
 ResampleConfig = STAGE_CONFIGS["resample"]
