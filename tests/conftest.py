@@ -127,6 +127,7 @@ TINY_SIZES = dict(
     audio_dim=8,
     audio_radius=1,
     blend_channels=(4, 8),
+    shape_dim=3,  # lip-shape guidance, as the default preset
 )
 TINY_TRAIN = dict(steps=24, batch_frames=4, checkpoint_every=24, log_every=12, mouth_start=0,
                   lips_pixels=256, mouth_frames=2, sync_weight=0.0)  # fmt: skip

@@ -319,3 +319,25 @@ def test_lowering_steps_through_the_cli_trains_again(demo_warp, tmp_path):
     assert summary["steps"] == 4 and summary["final_losses"]
     with open(tmp_path / "train_log.csv") as f:
         assert [int(r["step"]) for r in csv.DictReader(f)] == [2, 4]  # the new run's rows
+
+
+def test_a_time_budget_stops_training_and_the_schedule_follows_the_clock(demo_warp, tmp_path):
+    import json
+
+    from speech2lip.train import run
+    from speech2lip.train.loop import lr_scale
+    from speech2lip.train.resume import load_checkpoint
+
+    assert lr_scale(10, 100, 0.1, spent=1.0) == pytest.approx(0.1)  # out of time: decayed
+    assert lr_scale(99, 100, 0.1, spent=0.2) == pytest.approx(0.1)  # out of steps first
+    sizes = ModelSizes(lips_width=16, lips_layers=2, lips_skip=0, uv_freqs=2, audio_dim=8,
+                       audio_radius=1, blend_channels=(4, 8))  # fmt: skip
+    cfg = TrainConfig(steps=500, minutes=1e-6, batch_frames=2, model=sizes, checkpoint_every=200,
+                      log_every=100, mouth_start=0, sync_weight=0.0)  # fmt: skip
+    summary = run(demo_warp / "index.json", tmp_path, cfg, threads=1, resume="no", device="cpu")
+    assert summary["steps"] == 1 and summary["minutes"] == 1e-6  # the first step spent it all
+    assert load_checkpoint(tmp_path / "ckpt/last.pt")["step"] == 1
+    assert (tmp_path / "previews/step_000001.png").is_file()  # held-out scores at the stop
+    with open(tmp_path / "heldout.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [1]
+    assert json.loads((tmp_path / "train.json").read_text())["steps"] == 1

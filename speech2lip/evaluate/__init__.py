@@ -37,7 +37,8 @@ from speech2lip.media import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 
 log = logging.getLogger(__name__)
 
-BETTER = {"psnr_db": "higher", "ssim": "higher", "lmd_px": "lower", "opening_r": "higher",
+BETTER = {"psnr_db": "higher", "ssim": "higher", "lip_psnr_db": "higher", "lip_ssim": "higher",
+          "lmd_px": "lower", "opening_r": "higher",
           "lse_d": "lower",
           "lse_c": "higher", "sync_proxy_confidence": "higher"}  # fmt: skip
 
@@ -64,7 +65,9 @@ def summarise(track, reference, sync: dict | None, lse: dict | None) -> dict:
         v = v[np.isfinite(v)]
         return float(v.mean()) if len(v) else None
 
-    out = {"psnr_db": mean(track.psnr), "ssim": mean(track.ssim), "cpbd": mean(track.cpbd),
+    out = {"psnr_db": mean(track.psnr), "ssim": mean(track.ssim),
+           "lip_psnr_db": mean(track.lip_psnr), "lip_ssim": mean(track.lip_ssim),
+           "cpbd": mean(track.cpbd),
            "lmd_px": lmd(track, reference) if reference is not None else None,
            **(articulation(track.opening, reference.opening) if reference is not None else {}),
            "faces_found": int(sum(p is not None for p in track.lips)),
@@ -215,30 +218,35 @@ def render_baselines(ev: Evaluation, test_wav, source, out_dir: Path) -> dict[st
 
 
 def measure_test(ev: Evaluation, videos: dict, pasted: bool, expert, test_wav, pick):
-    """Every method's track and summary over the test split: the ground truth first."""
-    from speech2lip.evaluate.measure import measure
+    """Every method's track and summary over the test split: the ground truth first, then the
+    ground truth one frame late (frame i + 1 in place of frame i: what good sync scores), then
+    ours and the baselines."""
+    from speech2lip.evaluate.measure import lip_boxes_of, measure
 
     cfg, test = ev.cfg, ev.test
     origins = ev.data.read_field("mouth_origin", test)
+    lip_boxes = lip_boxes_of(ev.data.read_field("landmarks", test), ev.meta["width"],
+                             ev.meta["height"])  # fmt: skip
     faces, mel = ev.face_boxes(test), ev.mel[test[0] :]
     log.info("evaluate: measuring the ground truth")
     gt = measure("ground_truth", ev.ground_truth(test), origins, ev.box, None, faces,
                  cfg.landmarks, cfg.cpbd_edges, keep=pick)  # fmt: skip
     tracks = {"ground_truth": gt}
     methods = {"ground_truth": ev.summary_of(gt, None, expert, mel, test_wav)}
-    methods["ground_truth"].update(
-        psnr_db=None,
-        ssim=None,
-        lmd_px=0.0,
-        opening_r=1.0,
-        opening_amplitude=1.0,
-        opening_best_lag=0,
-    )
+    methods["ground_truth"].update(psnr_db=None, ssim=None, lip_psnr_db=None, lip_ssim=None,
+                                   lmd_px=0.0, opening_r=1.0, opening_amplitude=1.0,
+                                   opening_best_lag=0)  # fmt: skip
+    if len(test) > 1:
+        log.info("evaluate: measuring the ground truth one frame late")
+        late = measure("ground_truth_late", ev.ground_truth(test[1:]), origins[:-1], ev.box,
+                       ev.ground_truth(test[:-1]), None if faces is None else faces[:-1],
+                       cfg.landmarks, cfg.cpbd_edges, lip_boxes=lip_boxes[:-1])  # fmt: skip
+        methods["ground_truth_late"] = ev.summary_of(late, gt, expert, mel, test_wav)
     for name, path in videos.items():
         log.info("evaluate: measuring %s", name)
         tracks[name] = measure(name, ev.decode(path, pasted, len(test)), origins, ev.box,
                                ev.ground_truth(test), faces, cfg.landmarks, cfg.cpbd_edges,
-                               keep=pick)  # fmt: skip
+                               keep=pick, lip_boxes=lip_boxes)  # fmt: skip
         methods[name] = ev.summary_of(tracks[name], gt, expert, mel, test_wav)
     return tracks, methods
 

@@ -16,6 +16,8 @@ from speech2lip.media import FPS
 COLUMNS = [  # key, header, format, better
     ("psnr_db", "mouth PSNR (dB)", "{:.2f}", "higher"),
     ("ssim", "mouth SSIM", "{:.3f}", "higher"),
+    ("lip_psnr_db", "lip-box PSNR (dB)", "{:.2f}", "higher"),
+    ("lip_ssim", "lip-box SSIM", "{:.3f}", "higher"),
     ("cpbd", "mouth CPBD", "{:.3f}", "near ground truth"),
     ("lmd_px", "LMD (px)", "{:.2f}", "lower"),
     ("opening_r", "opening r", "{:.2f}", "higher"),
@@ -27,7 +29,8 @@ COLUMNS = [  # key, header, format, better
     ("sync_proxy_offset", "sync proxy offset", "{:+d}", "0"),
 ]
 LABELS = {"ground_truth": "ground truth", "speech2lip": "speech2lip (ours)",
-          "static_mouth": "static mouth", "nearest_audio": "nearest audio"}  # fmt: skip
+          "static_mouth": "static mouth", "nearest_audio": "nearest audio",
+          "ground_truth_late": "ground truth 1 frame late (reference)"}  # fmt: skip
 
 
 def _png(fig) -> bytes:

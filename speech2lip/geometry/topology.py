@@ -25,6 +25,7 @@ class Topology:
     inner_lips: tuple[int, int]  # centre of the inner upper lip, of the inner lower lip
     eye_corners: tuple[int, int]  # outer eye corners
     mouth_corners: tuple[int, int]
+    stable: tuple[int, ...]  # points speech does not move (eye corners, nose): for alignment
 
 
 MEDIAPIPE = Topology(
@@ -75,6 +76,7 @@ MEDIAPIPE = Topology(
     inner_lips=(13, 14),
     eye_corners=(33, 263),
     mouth_corners=(61, 291),
+    stable=(1, 4, 5, 6, 9, 10, 33, 133, 151, 168, 195, 197, 263, 362),  # nose, brow, eye corners
 )
 FAN68 = Topology(
     name="face_alignment",
@@ -83,6 +85,7 @@ FAN68 = Topology(
     inner_lips=(62, 66),
     eye_corners=(36, 45),
     mouth_corners=(48, 54),
+    stable=(27, 28, 29, 30, 31, 33, 35, 36, 39, 42, 45),  # nose bridge and base, eye corners
 )
 LAYOUTS = {layout.n_points: layout for layout in (MEDIAPIPE, FAN68)}
 

@@ -26,6 +26,7 @@ from speech2lip.models import (
     render_points,
 )
 from speech2lip.models.lips import crop_uv
+from speech2lip.models.shape import ShapeRegressor
 
 FEATHER_PX = 8.0  # canonical-crop pixels over which the pasted lips fade in at the crop's edge
 
@@ -55,8 +56,14 @@ class Speech2Lip(nn.Module):
         self.register_buffer("cell", cell)
         self.audio = AudioEncoder(sizes.audio_dim)
         self.smoother = AudioSmoother(sizes.audio_dim, sizes.audio_radius)
-        self.lips = ImplicitLips(sizes.audio_dim, sizes.uv_freqs, sizes.time_freqs,
-                                 sizes.lips_width, sizes.lips_layers, sizes.lips_skip)  # fmt: skip
+        # Lip-shape guidance: the lips are conditioned on the frame's lip-shape codes too (the
+        # ground truth's in training, the audio's prediction when rendering); 0 = audio only.
+        self.shape_dim = int(sizes.shape_dim or 0)
+        windows = 2 * sizes.audio_radius + 1
+        self.shape = ShapeRegressor(windows * 80 * 16, self.shape_dim) if self.shape_dim else None
+        self.lips = ImplicitLips(sizes.audio_dim + self.shape_dim, sizes.uv_freqs,
+                                 sizes.time_freqs, sizes.lips_width, sizes.lips_layers,
+                                 sizes.lips_skip)  # fmt: skip
         self.depth = CanonicalDepth(depth[ey : ey + eh, ex : ex + ew])
         self.blend = BlendNet(sizes.blend_channels)
 
@@ -66,6 +73,19 @@ class Speech2Lip(nn.Module):
         b, n = mel_context.shape[:2]
         codes = self.audio(mel_context.flatten(0, 1)).reshape(b, n, -1)
         return self.smoother(codes)
+
+    def condition(
+        self, mel_context: Tensor, shape: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """What the lip model is conditioned on per frame `(B, audio_dim + shape_dim)`, and the
+        lip-shape codes in it: `shape` `(B, shape_dim)` (training: the ground truth's) or, when
+        None, their prediction from the audio (None without lip-shape guidance)."""
+        code = self.audio_code(mel_context)
+        if self.shape is None:
+            return code, None
+        if shape is None:
+            shape = self.shape(mel_context)
+        return torch.cat([code, shape.to(code.dtype)], dim=-1), shape
 
     def canonical_lips(
         self, code: Tensor, time: Tensor | None, random: bool, scale: int = 1
@@ -151,14 +171,17 @@ class Speech2Lip(nn.Module):
         valid_init: Tensor | None = None,
         iterations: int = 4,
         lips: Tensor | None = None,
+        shape: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Render time: audio (`mel_context` `(B, 2r+1, 80, 16)`) -> canonical lips (the
         render-time estimator) -> C2O from the learned D_c into background mouth boxes
         `mouth` `(B, 3, eh, ew)` at `origin` with poses `t_co` -> paste -> Blend-Net.
-        `lips` `(B, 3, lh, lw)` replaces the generated lips (baselines). Returns (mouth boxes
-        in 0..1, the canonical lips)."""
+        `lips` `(B, 3, lh, lw)` replaces the generated lips (baselines); `shape` replaces the
+        lip-shape codes predicted from the audio. Returns (mouth boxes in 0..1, the canonical
+        lips)."""
         if lips is None:
-            lips = self.canonical_lips(self.audio_code(mel_context), time, random=False)
+            cond, _ = self.condition(mel_context, shape)
+            lips = self.canonical_lips(cond, time, random=False)
         grid, valid = self.c2o(t_co, origin, init=grid_init, init_valid=valid_init,
                                iterations=iterations)  # fmt: skip
         return self.compose(lips, mouth, grid, valid).clamp(0, 1), lips

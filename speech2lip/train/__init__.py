@@ -116,13 +116,17 @@ class StepReport:
         self.shown = test[np.linspace(0, len(test) - 1, min(4, len(test))).round().astype(int)]
         self.out_dir, self.csv = out_dir, out_dir / "heldout.csv"
         self.scored: dict[int, dict] = {}
+        self.last_step: int | None = None  # the last step the loop ran (None: none ran)
 
     def __call__(self, step: int, history: dict, model) -> None:
+        self.last_step = step
+        if step % self.opts.checkpoint_every == 0 or step == self.opts.steps:
+            self.score(step, model)
+
+    def score(self, step: int, model) -> None:
         from speech2lip.pictures import save_png
         from speech2lip.train.heldout import heldout_scores
 
-        if step % self.opts.checkpoint_every and step != self.opts.steps:
-            return
         radius = self.opts.model.audio_radius
         scores = self.scored[step] = heldout_scores(model, self.data, self.test, radius,
                                                     self.device)  # fmt: skip
@@ -197,13 +201,17 @@ def run(index, out_dir, cfg: TrainConfig, threads: int = 1, resume: str = "auto"
     model, last = train(data, out_dir, opts, dev, resume, perceptual, report, workers,
                         expert=sync_expert if opts.sync_weight > 0 else None,
                         step_logs=(report.csv,))  # fmt: skip
-    scores = report.scored.get(opts.steps) or heldout_scores(model, data, test, radius, dev)
+    steps = report.last_step or opts.steps  # earlier when train.minutes ran out
+    if report.last_step is not None and steps not in report.scored:
+        report.score(steps, model)
+    scores = report.scored.get(steps) or heldout_scores(model, data, test, radius, dev)
     final = scores["lips_psnr_db"]
     sync = final_sync(model, data, radius, dev, sync_expert)
     save_model(out_dir / "model.pt", model, opts, data)
     loss_curve(out_dir / "loss_curve.png", out_dir / "train_log.csv", report.csv, static)
     summary = {
-        "preset": cfg.preset, "steps": opts.steps, "batch_frames": opts.batch_frames,
+        "preset": cfg.preset, "steps": steps, "batch_frames": opts.batch_frames,
+        "minutes": opts.minutes,
         "device": dev, "seconds": time.monotonic() - t0, "final_losses": last,
         "heldout_lips_psnr_db": final, "heldout_mouth_psnr_db": scores["mouth_psnr_db"],
         "static_mouth_psnr_db": static,

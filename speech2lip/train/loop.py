@@ -35,6 +35,7 @@ from speech2lip.models.expert import WINDOW, negatives, window_starts
 from speech2lip.models.losses import contrastive_sync_loss
 from speech2lip.models.syncnet import expert_faces
 from speech2lip.progress import Progress
+from speech2lip.train.guidance import lip_shapes
 from speech2lip.train.resume import (
     LOG_COLUMNS,
     last_logged,
@@ -71,10 +72,12 @@ def lips_pixel_prob(data: WarpData, train_ids: np.ndarray, focus: float) -> np.n
     return (1 - focus) * uniform + focus * std / std.sum()
 
 
-def lr_scale(step: int, steps: int, final: float) -> float:
+def lr_scale(step: int, steps: int, final: float, spent: float = 0.0) -> float:
     """Cosine decay from 1 at step 0 to `final` at the last step (a function of the step, so
-    a resumed run follows the same schedule)."""
-    return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * step / max(steps - 1, 1)))
+    a resumed run follows the same schedule). With a time budget, `spent` is the share of it
+    used so far, and the schedule follows whichever of the two is further along."""
+    done = max(step / max(steps - 1, 1), min(spent, 1.0))
+    return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * done))
 
 
 def batch_ids(train_ids: np.ndarray, seed: int, step: int, size: int) -> np.ndarray:
@@ -114,8 +117,14 @@ class StepBatches(torch.utils.data.Dataset):
     """Item `step` = (step, the numpy batch of that step): DataLoader workers read ahead while
     the main process trains, and the batches stay a pure function of (seed, step)."""
 
-    def __init__(self, data: WarpData, train_ids: np.ndarray, opts: TrainConfig) -> None:
-        self.data, self.train_ids, self.opts = data, train_ids, opts
+    def __init__(
+        self,
+        data: WarpData,
+        train_ids: np.ndarray,
+        opts: TrainConfig,
+        shapes: np.ndarray | None = None,
+    ) -> None:
+        self.data, self.train_ids, self.opts, self.shapes = data, train_ids, opts, shapes
         self.sync_starts = window_starts(np.sort(train_ids)) if opts.sync_weight > 0 else None
 
     def __len__(self) -> int:
@@ -125,6 +134,8 @@ class StepBatches(torch.utils.data.Dataset):
         o = self.opts
         ids = batch_ids(self.train_ids, o.seed, step, o.batch_frames)
         out = read_batch(self.data, ids, o.model.audio_radius)
+        if self.shapes is not None:  # lip-shape guidance: the frames' own codes
+            out["lip_shape"] = self.shapes[ids]
         if self.sync_starts is not None and len(self.sync_starts) and step >= o.sync_start:
             starts, wrong = sync_windows(self.sync_starts, o.seed, step, o.sync_windows)
             out.update(read_sync_batch(self.data, starts, wrong, o.model.audio_radius,
@@ -148,8 +159,8 @@ def sync_loss(model: Speech2Lip, batch: dict, opts: TrainConfig, expert) -> torc
     shapes the lips and leaves the Blend-Net to L_w (through the Blend-Net it lowered the mouth
     box's held-out PSNR by 2.5 dB on the demo)."""
     s = SYNC_SCALE
-    code = model.audio_code(batch["sync_mel_context"])
-    lips = model.canonical_lips(code, batch["sync_time"], random=True, scale=s)
+    cond, _ = model.condition(batch["sync_mel_context"])  # the shapes the audio predicts
+    lips = model.canonical_lips(cond, batch["sync_time"], random=True, scale=s)
     mouth = F.avg_pool2d(batch["sync_mouth"], s)
     grid = F.avg_pool2d(batch["sync_c2o_grid"].permute(0, 3, 1, 2), s).permute(0, 2, 3, 1)
     valid = F.avg_pool2d(batch["sync_c2o_mask"][:, None].float(), s)[:, 0] > 0.999
@@ -174,8 +185,9 @@ def losses(
 ) -> dict[str, torch.Tensor]:
     """Every loss term of one step (unweighted) and the weighted total under "total".
     `pixel_prob` `(lh * lw,)`: how L_m draws its random pixels (`lips_pixel_prob`; uniform
-    when None)."""
-    code = model.audio_code(batch["mel_context"])
+    when None). With lip-shape guidance the lips are conditioned on the frames' own lip-shape
+    codes (`lip_shape`), so they learn to follow them."""
+    code, _ = model.condition(batch["mel_context"], batch.get("lip_shape"))
     target, mask = batch["canonical_lips"], batch["canonical_mask"]
     b = target.shape[0]
     full = b if opts.mouth_frames <= 0 else min(opts.mouth_frames, b)  # frames drawn whole
@@ -246,7 +258,10 @@ def train(
     (`opts.sync_weight` > 0). `opts.precision` bf16/fp16 runs the networks under autocast (the
     geometry stays float32); `opts.compile` compiles the lip MLP and the Blend-Net.
     `step_logs`: the caller's other CSVs with a `step` column (e.g. `heldout.csv`), trimmed
-    like `train_log.csv` to the step the run starts from."""
+    like `train_log.csv` to the step the run starts from. `opts.minutes`: a wall-clock budget
+    for this call's loop; it stops at the budget or at `opts.steps`, whichever comes first, the
+    learning rate decaying with whichever is further along (not reproducible bit for bit: the
+    clock decides where it stops)."""
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "ckpt"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -296,6 +311,10 @@ def train(
             f"the train split has {len(train_ids)} frames, fewer than train.batch_frames "
             f"({opts.batch_frames})"
         )
+    shapes = None
+    if model.shape is not None:
+        shapes, fitted = lip_shapes(data, train_ids, opts)
+        model.shape.load(fitted)
     log_path = out_dir / "train_log.csv"
     for path in (log_path, *step_logs):
         trim_step_log(path, start)
@@ -309,15 +328,18 @@ def train(
     t0 = time.monotonic()
     history = last_logged(log_path) if start >= opts.steps else {}  # already done: its losses
     loader = torch.utils.data.DataLoader(
-        StepBatches(data, train_ids, opts), batch_size=None, sampler=range(start, opts.steps),
+        StepBatches(data, train_ids, opts, shapes), batch_size=None,
+        sampler=range(start, opts.steps),
         num_workers=workers, prefetch_factor=2 if workers else None,
         worker_init_fn=partial(die_with_parent, os.getpid()) if workers else None,
         collate_fn=_as_is,  # keep numpy: converted on the training device below
     )  # fmt: skip
     progress = Progress("train", opts.steps, "steps", log)
+    budget = opts.minutes * 60 if opts.minutes else None  # seconds of this run's loop
     for step, arrays in loader:
         torch.manual_seed(opts.seed + step)
-        scale = lr_scale(step, opts.steps, opts.lr_final)
+        spent = (time.monotonic() - t0) / budget if budget else 0.0
+        scale = lr_scale(step, opts.steps, opts.lr_final, spent)
         for group, base in zip(optimizer.param_groups, (opts.lr, opts.depth_lr), strict=True):
             group["lr"] = base * scale
         batch = to_device(arrays, device)
@@ -329,7 +351,9 @@ def train(
         scaler.update()
         history = {k: float(v.detach()) for k, v in terms.items()}
         done = step + 1
-        if done % opts.log_every == 0 or done == opts.steps:
+        out_of_time = budget is not None and time.monotonic() - t0 >= budget
+        last_step = done == opts.steps or out_of_time
+        if done % opts.log_every == 0 or last_step:
             row = {"step": done, "seconds": round(time.monotonic() - t0, 2), **history}
             new = not log_path.exists()
             with open(log_path, "a", newline="") as f:
@@ -339,9 +363,13 @@ def train(
                 writer.writerow(row)
             log.info("train: step %d/%d %s", done, opts.steps,
                      " ".join(f"{k} {v:.4f}" for k, v in history.items()))  # fmt: skip
-        if done % opts.checkpoint_every == 0 or done == opts.steps:
+        if done % opts.checkpoint_every == 0 or last_step:
             save_checkpoint(last, model, optimizer, done, opts, scaler)
         if on_step is not None:
             on_step(done, history, model)
         progress.update(done)
+        if out_of_time and done != opts.steps:
+            log.info("train: train.minutes (%g) spent at step %d of %d: stopping there",
+                     opts.minutes, done, opts.steps)  # fmt: skip
+            break
     return model, history

@@ -1,0 +1,130 @@
+"""Audio -> lip shape: kernel ridge regression from the mel windows around a frame to its
+lip-shape codes (`speech2lip.geometry.lipshape`), fitted in closed form on the train frames.
+
+With a minute of one voice, a network trained on this target overfits within a few hundred
+steps (on obama its held-out opening correlation fell from 0.62 to 0.47 between steps 500 and
+1500). Closed-form regression on the standardised mel windows does not: cross-validated over
+contiguous fifths of the train frames, the inner-lip opening it predicts correlated with the
+real one at r = 0.57 (obama), 0.58 (macron), 0.85 (demo) for linear ridge and 0.64, 0.61, 0.88
+for ridge with a Gaussian kernel (`GAMMA`, `RIDGE`), the default. The features are reduced to
+their first `N_COMPONENTS` principal components, and at most `MAX_ANCHORS` train frames (evenly
+spread) carry the kernel, so `model.pt` stays small and a frame costs one small matrix product.
+
+Regression shrinks its predictions towards the mean (about 0.6x the real spread), the very thing
+that leaves the mouth half shut. `calibrate` undoes it with gains measured without the frames
+they are applied to (cross-validated predictions): a code the audio does not predict
+(cross-validated r below `MIN_SKILL`: on obama a slow drift that went the other way on the test
+split) is left at its mean, and the others are scaled by one common gain, so the predicted
+opening swings as widely as the real one (`speech2lip.train.guidance`). One common gain leaves
+the opening's correlation as it is; a gain per code that matched each code's spread scaled the
+weakly predicted codes' noise up with them (macron, test split: r 0.69 -> 0.49).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+GAMMA = 0.5  # kernel exp(-GAMMA * |x - y|^2 / D) on D standardised features
+N_COMPONENTS = 256  # principal components of the features the kernel sees
+MAX_ANCHORS = 2000  # train frames that carry the kernel (evenly spread when there are more)
+MIN_SKILL = 0.1  # cross-validated r below which a code is predicted as its train mean
+
+
+def _kernel(a: np.ndarray, b: np.ndarray, n_features: int) -> np.ndarray:
+    d = (a**2).sum(1)[:, None] + (b**2).sum(1)[None] - 2 * a @ b.T
+    return np.exp(-GAMMA * np.maximum(d, 0) / n_features)
+
+
+def fit_ridge(
+    features: np.ndarray, codes: np.ndarray, ridge: float, folds: int = 5
+) -> dict[str, np.ndarray]:
+    """The regressor of `codes` `(N, k)` on `features` `(N, ...)` (train frames, in time
+    order): the feature mean and std `(D,)`, projection `(D, C)`, anchors `(M, C)`, weights
+    `(M, k)`, code means `(k,)`, and the cross-validated predictions `cv` `(N, k)` (each fold
+    predicted by a fit without it; contiguous folds) and each code's correlation with them.
+    `ridge`: the penalty (kernel units)."""
+    x = np.asarray(features, np.float64).reshape(len(features), -1)
+    y = np.asarray(codes, np.float64)
+    n_features = x.shape[1]
+    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
+    x = (x - mean) / std
+    _, _, vt = np.linalg.svd(x[:: max(1, len(x) // 4000)], full_matrices=False)
+    projection = vt[:N_COMPONENTS].T
+    z = x @ projection
+    bias = y.mean(axis=0)
+    y = y - bias
+    anchors = np.unique(np.linspace(0, len(z) - 1, min(len(z), MAX_ANCHORS)).round().astype(int))
+
+    def solve(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Weights over the anchors among `rows` (subset of regressors when they are fewer)."""
+        keep = np.intersect1d(anchors, rows)
+        k_ra = _kernel(z[rows], z[keep], n_features)
+        if len(keep) == len(rows):  # exact kernel ridge
+            return keep, np.linalg.solve(k_ra + ridge * np.eye(len(rows)), y[rows])
+        gram = k_ra.T @ k_ra + ridge * _kernel(z[keep], z[keep], n_features)
+        return keep, np.linalg.solve(gram + 1e-8 * np.eye(len(keep)), k_ra.T @ y[rows])
+
+    keep, weight = solve(np.arange(len(z)))
+    k = y.shape[1]
+    cv, r = np.zeros_like(y), np.full(k, np.nan)
+    if folds >= 2 and len(z) >= 4 * folds:
+        for part in np.array_split(np.arange(len(z)), folds):
+            fold_keep, fold_weight = solve(np.setdiff1d(np.arange(len(z)), part))
+            cv[part] = _kernel(z[part], z[fold_keep], n_features) @ fold_weight
+        spread = cv.std(axis=0)
+        r = np.array([np.corrcoef(cv[:, j], y[:, j])[0, 1] if spread[j] > 0 else np.nan
+                      for j in range(k)])  # fmt: skip
+    return {"mean": mean, "std": std, "projection": projection, "anchors": z[keep],
+            "weight": weight, "bias": bias, "cv": cv + bias, "cv_r": r}  # fmt: skip
+
+
+def skilled(fitted: dict[str, np.ndarray]) -> np.ndarray:
+    """Which codes `(k,)` the audio predicts (cross-validated r >= `MIN_SKILL`)."""
+    return np.nan_to_num(fitted["cv_r"], nan=-1.0) >= MIN_SKILL
+
+
+def with_gains(
+    fitted: dict[str, np.ndarray], gains: np.ndarray, centre: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """`fitted` with each code's prediction scaled by `gains` about `centre` `(k,)` (default:
+    the codes' mean): prediction -> centre + gains * (prediction - centre)."""
+    gains = np.asarray(gains, np.float64)
+    centre = fitted["bias"] if centre is None else np.asarray(centre, np.float64)
+    bias = centre + gains * (fitted["bias"] - centre)
+    cv = centre + gains * (fitted["cv"] - centre)
+    return {**fitted, "weight": fitted["weight"] * gains, "bias": bias, "cv": cv, "gain": gains}
+
+
+class ShapeRegressor(nn.Module):
+    """Mel windows `(B, n, 80, 16)` -> lip-shape codes `(B, k)`: a fixed kernel regression
+    (buffers, saved with the model; set by `load`, never trained by gradients)."""
+
+    def __init__(self, n_features: int, k: int) -> None:
+        super().__init__()
+        self.n_features = n_features
+        c = min(N_COMPONENTS, n_features)
+        self.register_buffer("mean", torch.zeros(n_features))
+        self.register_buffer("std", torch.ones(n_features))
+        self.register_buffer("projection", torch.zeros(n_features, c))
+        self.register_buffer("anchors", torch.zeros(1, c))
+        self.register_buffer("weight", torch.zeros(1, k))
+        self.register_buffer("bias", torch.zeros(k))
+
+    def load(self, fitted: dict[str, np.ndarray]) -> None:
+        """Take a `fit_ridge` result (its anchor count may differ from the current one)."""
+        for name in ("mean", "std", "projection", "anchors", "weight", "bias"):
+            value = torch.as_tensor(np.asarray(fitted[name]), dtype=torch.float32)
+            setattr(self, name, value.to(getattr(self, name).device))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in ("projection", "anchors", "weight"):  # sized by the fit: take its shape
+            if prefix + name in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, mel_context: Tensor) -> Tensor:
+        z = ((mel_context.flatten(1).float() - self.mean) / self.std) @ self.projection
+        d = (z**2).sum(1, keepdim=True) + (self.anchors**2).sum(1)[None] - 2 * z @ self.anchors.T
+        return torch.exp(-GAMMA * d.clamp(min=0) / self.n_features) @ self.weight + self.bias

@@ -1,0 +1,146 @@
+"""Lip-shape guidance: aligned lip shapes and their codes, the audio -> shape regression, and the
+lip model conditioned on them (trained on the ground truth's codes, rendered from the audio's)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from speech2lip.config import ModelSizes, TrainConfig
+from speech2lip.data.batches import to_tensors
+from speech2lip.data.shards import WarpData
+from speech2lip.errors import Speech2LipError
+from speech2lip.geometry.lipshape import LipShapeBasis, align
+from speech2lip.geometry.topology import FAN68, MEDIAPIPE
+from speech2lip.models.assembled import Speech2Lip
+from speech2lip.models.shape import ShapeRegressor, fit_ridge, skilled, with_gains
+
+GUIDED = ModelSizes(audio_dim=8, audio_radius=1, uv_freqs=2, time_freqs=0, lips_width=16,
+                    lips_layers=2, lips_skip=0, blend_channels=(4, 8), shape_dim=3)  # fmt: skip
+
+
+def similarity(points: np.ndarray, angle: float, scale: float, shift) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return points @ np.array([[c, s], [-s, c]]) * scale + np.asarray(shift)
+
+
+def talking_face(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """FAN-68 landmarks of a face whose inner lower lip drops by `opening` px per frame, seen
+    under a different similarity transform (head motion) in every frame."""
+    rng = np.random.default_rng(seed)
+    face = rng.uniform(100, 300, (68, 2))
+    face[66] = face[62] + (0, 2)  # a mouth nearly shut in the first frame
+    opening = rng.uniform(0, 10, n)
+    frames = np.repeat(face[None], n, axis=0)
+    frames[:, 56:59, 1] += opening[:, None]  # outer lower lip
+    frames[:, 65:68, 1] += opening[:, None]  # inner lower lip (66 is the inner-lip centre)
+    moved = np.stack([similarity(f, rng.uniform(-0.3, 0.3), rng.uniform(0.8, 1.2),
+                                 rng.uniform(-20, 20, 2)) for f in frames])  # fmt: skip
+    return moved, opening
+
+
+def test_align_undoes_a_similarity_transform_on_the_stable_points():
+    ref = np.random.default_rng(1).uniform(0, 500, (478, 2))
+    moved = np.stack([similarity(ref, 0.4, 1.3, (10, -5)), similarity(ref, -1.0, 0.7, (0, 50))])
+    np.testing.assert_allclose(align(moved, ref, MEDIAPIPE.stable), [ref, ref], atol=1e-6)
+
+
+def test_lip_shape_codes_see_the_mouth_and_not_the_head():
+    points, opening = talking_face(60)
+    basis = LipShapeBasis.fit(points[:40], points[0], k=2)
+    codes = basis.encode(points)
+    assert codes.shape == (60, 2) and codes.dtype == np.float32
+    assert abs(np.corrcoef(codes[:, 0], opening)[0, 1]) > 0.999  # the head motion is gone
+    assert codes[:40].std(axis=0) == pytest.approx([1, 0], abs=1e-3)  # whitened; one motion
+    aligned = align(points, points[0], FAN68.stable)
+    want = np.linalg.norm(aligned[:, 62] - aligned[:, 66], axis=-1)
+    assert np.ptp(want) > 9  # the opening survives the alignment
+    np.testing.assert_allclose(basis.opening(codes), want, atol=1e-3)
+    rebuilt = LipShapeBasis(**basis.arrays())
+    np.testing.assert_allclose(rebuilt.encode(points), codes, atol=1e-5)
+    assert rebuilt.decode(codes).shape == (60, len(FAN68.lips), 2)
+    with pytest.raises(Speech2LipError, match="too few"):
+        LipShapeBasis.fit(points[:5], points[0], k=4)
+
+
+def test_kernel_ridge_predicts_and_knows_what_it_cannot_predict():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 40))
+    signal = np.tanh(x[:, :3] @ np.array([1.0, -0.5, 0.25]))  # not linear: the kernel copes
+    y = np.stack([signal + 0.2 * rng.normal(size=300), rng.normal(size=300)], axis=1)
+    fitted = fit_ridge(x, y, ridge=0.3)
+    assert fitted["cv"].shape == (300, 2)
+    assert fitted["cv_r"][0] > 0.6 and abs(fitted["cv_r"][1]) < 0.15
+    assert skilled(fitted).tolist() == [True, False]
+    regressor = ShapeRegressor(40, 2)
+    regressor.load(fitted)
+    test = rng.normal(size=(50, 40))
+    got = regressor(torch.as_tensor(test, dtype=torch.float32).reshape(50, 1, 5, 8)).numpy()
+    want = np.tanh(test[:, :3] @ np.array([1.0, -0.5, 0.25]))
+    assert np.corrcoef(got[:, 0], want)[0, 1] > 0.7  # unseen frames
+    half = with_gains(fitted, np.array([0.5, 0.0]), centre=np.array([1.0, 0.0]))
+    regressor.load(half)
+    scaled = regressor(torch.as_tensor(test, dtype=torch.float32).reshape(50, 1, 5, 8)).numpy()
+    np.testing.assert_allclose(scaled[:, 0], 1 + 0.5 * (got[:, 0] - 1), atol=1e-4)
+    np.testing.assert_allclose(scaled[:, 1], 0, atol=1e-6)
+    np.testing.assert_allclose(half["cv"][:, 0], 1 + 0.5 * (fitted["cv"][:, 0] - 1))
+
+
+def test_calibration_opens_the_predicted_mouth_as_wide_as_the_real_one():
+    from speech2lip.train.guidance import calibrate
+
+    points, opening = talking_face(200, seed=3)
+    basis = LipShapeBasis.fit(points, points[0], k=1)
+    codes = basis.encode(points)
+    rng = np.random.default_rng(4)
+    heard = opening[:, None] + rng.normal(scale=3.0, size=(200, 6))  # noisy "audio"
+    fitted = fit_ridge(heard, codes, ridge=1.0)
+    shrunk = basis.opening(fitted["cv"]).std() / basis.opening(codes).std()
+    assert shrunk < 0.95  # regression shrinks towards the mean
+    wide = calibrate(fitted, basis, codes)
+    assert wide["gain"][0] > 1
+    assert basis.opening(wide["cv"]).std() == pytest.approx(basis.opening(codes).std(), rel=0.05)
+    closed = codes[basis.opening(codes) <= np.quantile(basis.opening(codes), 0.1)]
+    assert basis.opening(wide["cv"]).min() >= basis.opening(closed).mean() - 3  # not past shut
+
+
+def test_guided_model_follows_the_codes_it_is_given(demo_warp):
+    data = WarpData(demo_warp / "index.json")
+    model = Speech2Lip(data.canonical, GUIDED)
+    batch = to_tensors(data, np.array([3, 40]), GUIDED.audio_radius, "cpu")
+    shape = torch.zeros(2, 3, requires_grad=True)
+    cond, used = model.condition(batch["mel_context"], shape)
+    assert cond.shape == (2, 8 + 3) and used is shape
+    lips = model.canonical_lips(cond, batch["time"], random=False)
+    lips.mean().backward()
+    assert shape.grad.abs().sum() > 0  # the lips depend on the codes
+    predicted, codes = model.condition(batch["mel_context"])  # rendering: from the audio
+    assert codes.shape == (2, 3) and torch.equal(codes, model.shape(batch["mel_context"]))
+    plain = Speech2Lip(data.canonical, dataclasses.replace(GUIDED, shape_dim=0))
+    assert plain.shape is None and plain.condition(batch["mel_context"])[1] is None
+
+
+def test_guided_training_fits_the_regressor_and_rebuilds_from_model_pt(demo_warp, tmp_path):
+    from speech2lip.models.checkpoint import load_model
+    from speech2lip.train import run
+    from speech2lip.train.guidance import lip_shapes
+
+    cfg = TrainConfig(steps=4, batch_frames=2, model=GUIDED, checkpoint_every=2, log_every=2,
+                      mouth_start=0, sync_weight=0.0)  # fmt: skip
+    run(demo_warp / "index.json", tmp_path, cfg, threads=1, resume="no", device="cpu")
+    data = WarpData(demo_warp / "index.json")
+    model = load_model(tmp_path / "model.pt")
+    assert model.shape is not None and model.shape.weight.abs().sum() > 0  # fitted, saved
+    from speech2lip.train.presets import resolve
+
+    codes, fitted = lip_shapes(data, data.split_ids("train"), resolve(cfg))
+    assert codes.shape == (len(data), 3)
+    batch = to_tensors(data, np.arange(10, 14), GUIDED.audio_radius, "cpu")
+    regressor = ShapeRegressor(model.shape.mean.numel(), 3)
+    regressor.load(fitted)  # the same fit, from the data alone: deterministic
+    with torch.no_grad():
+        torch.testing.assert_close(model.shape(batch["mel_context"]),
+                                   regressor(batch["mel_context"]))  # fmt: skip
