@@ -144,3 +144,18 @@ def test_guided_training_fits_the_regressor_and_rebuilds_from_model_pt(demo_warp
     with torch.no_grad():
         torch.testing.assert_close(model.shape(batch["mel_context"]),
                                    regressor(batch["mel_context"]))  # fmt: skip
+
+
+def test_below_the_mean_mouth_is_a_warning_only_without_guidance(caplog):
+    import logging
+
+    from speech2lip.train import warn_if_behind
+
+    with caplog.at_level(logging.INFO, logger="speech2lip.train"):
+        warn_if_behind(26.8, 25.0, 27.5, guided=True)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "opening r and amplitude" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="speech2lip.train"):
+        warn_if_behind(26.8, 25.0, 27.5)
+    assert "has not yet learned from the audio" in caplog.text

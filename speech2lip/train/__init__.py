@@ -158,12 +158,19 @@ def final_sync(model, data, radius: int, device: str, sync_expert) -> dict | Non
     return sync
 
 
-def warn_if_behind(final: float, static: float, mean_mouth: float) -> None:
-    """Say so when the model does not beat the static or the mean mouth on held-out frames."""
+def warn_if_behind(final: float, static: float, mean_mouth: float, guided: bool = False) -> None:
+    """Say so when the model does not beat the static or the mean mouth on held-out frames
+    (`guided`: lip-shape guidance, whose mouth moves as widely as the real one, so PSNR, which
+    rewards a blurred average mouth, may stay below the mean mouth's without anything wrong)."""
     if not final > static:
         log.warning("train: the model (%.2f dB) does not beat the static mouth (%.2f dB) on "
                     "held-out frames; train longer (train.steps)", final, static)  # fmt: skip
-    if not final > mean_mouth:
+    if not final > mean_mouth and guided:
+        log.info("train: held-out lips PSNR %.2f dB, the train frames' mean mouth %.2f dB: a "
+                 "mouth that opens as widely as the real one pays in PSNR where it is off in "
+                 "time; judge it by evaluate's opening r and amplitude",
+                 final, mean_mouth)  # fmt: skip
+    elif not final > mean_mouth:
         log.warning("train: the model (%.2f dB) does not beat the train frames' mean mouth "
                     "(%.2f dB) on held-out frames: it has not yet learned from the audio",
                     final, mean_mouth)  # fmt: skip
@@ -222,6 +229,6 @@ def run(index, out_dir, cfg: TrainConfig, threads: int = 1, resume: str = "auto"
         "precision": pick_precision(opts.precision, torch.device(dev).type),
         "options": dataclasses.asdict(opts), "digest": opts.digest(),
     }  # fmt: skip
-    warn_if_behind(final, static, mean_mouth)
+    warn_if_behind(final, static, mean_mouth, guided=model.shape is not None)
     write_json(out_dir / "train.json", summary)
     return summary
