@@ -20,6 +20,20 @@ def test_nearest_audio_picks_the_closest_training_window():
     assert got.tolist() == [7, 30]
 
 
+def test_the_lip_box_is_the_lips_bounding_box_padded_and_kept_inside_the_frame():
+    from speech2lip.evaluate.measure import lip_boxes_of
+    from speech2lip.geometry.topology import FAN68
+
+    points = np.zeros((2, 68, 2))
+    points[:, list(FAN68.lips)] = [100, 200]
+    points[0, 48], points[0, 54] = (80, 190), (120, 210)  # a 40 x 20 px mouth
+    points[1, list(FAN68.lips)] = [5, 5]  # a mouth at the corner: clipped, still 16 px
+    boxes = lip_boxes_of(points, 640, 480)
+    assert boxes[0].tolist() == [70, 180, 130, 220]  # 25 % of the width (10 px) each side
+    x0, y0, x1, y1 = boxes[1]
+    assert x0 >= 0 and y0 >= 0 and x1 - x0 >= 16 and y1 - y0 >= 16
+
+
 def test_verdicts_name_the_metrics_ours_loses():
     methods = {
         "speech2lip": {"psnr_db": 30.0, "ssim": 0.9, "lmd_px": 2.0},
@@ -55,14 +69,16 @@ def test_evaluate_writes_metrics_baselines_and_a_report(demo_model, demo_geometr
                   loss_curve=demo_model.parent / "loss_curve.png", out_dir=tmp_path / "ev",
                   cfg=EvaluateConfig(strip_frames=3), device="cpu")  # fmt: skip
     saved = json.loads((tmp_path / "ev/metrics.json").read_text())
-    assert saved["methods"].keys() == {"ground_truth", "speech2lip", "static_mouth",
-                                       "nearest_audio"}  # fmt: skip
+    assert saved["methods"].keys() == {"ground_truth", "ground_truth_late", "speech2lip",
+                                       "static_mouth", "nearest_audio"}  # fmt: skip
     n = saved["test_frames"]
     for name, m in saved["methods"].items():
-        assert m["frames"] == n, name
+        assert m["frames"] == (n - 1 if name == "ground_truth_late" else n), name
         assert m["cpbd"] is None or 0 <= m["cpbd"] <= 1
         if name != "ground_truth":
             assert 10 < m["psnr_db"] < 60 and 0 < m["ssim"] <= 1 and m["lmd_px"] >= 0
+            assert 10 < m["lip_psnr_db"] < 60 and 0 < m["lip_ssim"] <= 1  # the tight lip box
+    assert "lip-box PSNR" in (tmp_path / "ev/report.html").read_text()
     assert saved["methods"]["ground_truth"]["lmd_px"] == 0
     for name in ("speech2lip", "static_mouth", "nearest_audio"):  # articulation, vs the GT's
         m = saved["methods"][name]

@@ -149,7 +149,8 @@ def test_train_stage_writes_a_model_that_rebuilds_alone(demo_warp, tmp_path):
     model = load_model(tmp_path / "model.pt")  # no config, no data needed
     batch = to_tensors(data, np.array([5, 6]), 1, "cpu")
     with torch.no_grad():
-        lips = model.canonical_lips(model.audio_code(batch["mel_context"]), batch["time"], False)
+        cond, _ = model.condition(batch["mel_context"])
+        lips = model.canonical_lips(cond, batch["time"], False)
     from speech2lip.train.heldout import lips_psnr
 
     assert lips.shape[0] == 2

@@ -148,8 +148,8 @@ class PoseControl:
         with torch.no_grad():
             if lips is None:
                 time_ = torch.as_tensor(timestamps(bg, renderer.n_frames), device=dev)
-                code = model.audio_code(torch.as_tensor(ctx, device=dev))
-                lips = model.canonical_lips(code, time_, random=False)
+                cond, _ = model.condition(torch.as_tensor(ctx, device=dev))
+                lips = model.canonical_lips(cond, time_, random=False)
             else:
                 lips = torch.as_tensor(lips, device=dev)
         out = []
