@@ -92,15 +92,21 @@ def main() -> None:
         print(f"  render: {rs['frames_per_second']:.1f} frames/s in-stage at {rs['width']}x"
               f"{rs['height']} (pasted back: {rs['pasted_back']})")  # fmt: skip
         ev = json.loads((work / f"results/{name}/evaluate/metrics.json").read_text())
-        print("  evaluate: method | PSNR | SSIM | CPBD | LMD | sync proxy conf (offset) | LSE-D/C")
+        print(
+            "  evaluate: method | PSNR | SSIM | lip-box PSNR/SSIM | CPBD | LMD | opening r / "
+            "amplitude / best lag | sync proxy conf (offset) | LSE-D/C"
+        )
         rows = list(ev["methods"].items()) + [(f"driven:{k}", v) for k, v in ev["driven"].items()]
         for method, m in rows:
 
             def f(key, fmt="{:.3f}", m=m):
                 return fmt.format(m[key]) if m.get(key) is not None else "n/a"
 
-            print(f"    {method} | {f('psnr_db', '{:.2f}')} | {f('ssim')} | {f('cpbd')} | "
-                  f"{f('lmd_px', '{:.2f}')} | {f('sync_proxy_confidence')} "
+            print(f"    {method} | {f('psnr_db', '{:.2f}')} | {f('ssim')} | "
+                  f"{f('lip_psnr_db', '{:.2f}')}/{f('lip_ssim')} | {f('cpbd')} | "
+                  f"{f('lmd_px', '{:.2f}')} | {f('opening_r', '{:.2f}')} / "
+                  f"{f('opening_amplitude', '{:.2f}x')} / {f('opening_best_lag', '{:+d}')} | "
+                  f"{f('sync_proxy_confidence')} "
                   f"({f('sync_proxy_offset', '{:+d}')}) | {f('lse_d', '{:.2f}')}/"
                   f"{f('lse_c', '{:.2f}')}")  # fmt: skip
         for line in ev["verdicts"]:
