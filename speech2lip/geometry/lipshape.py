@@ -68,10 +68,6 @@ class LipShapeBasis:
         scale = np.maximum(s[:k] / np.sqrt(len(points)), 1e-6)
         return cls(np.asarray(reference, np.float64)[:, :2], mean, vt[:k], scale)
 
-    @property
-    def k(self) -> int:
-        return len(self.scale)
-
     def encode(self, points: np.ndarray) -> np.ndarray:
         """Landmarks `(N, P, 2)` -> codes `(N, k)` (float32)."""
         layout = topology(points)
@@ -93,6 +89,6 @@ class LipShapeBasis:
         return np.linalg.norm(points[:, a] - points[:, b], axis=-1)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The basis as named arrays (for `model.pt`); `LipShapeBasis(**arrays)` rebuilds it."""
+        """The basis as named arrays; `LipShapeBasis(**arrays)` rebuilds it."""
         return {"reference": self.reference, "mean": self.mean,
                 "components": self.components, "scale": self.scale}  # fmt: skip

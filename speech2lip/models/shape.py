@@ -6,9 +6,10 @@ steps (on obama its held-out opening correlation fell from 0.62 to 0.47 between 
 1500). Closed-form regression on the standardised mel windows does not: cross-validated over
 contiguous fifths of the train frames, the inner-lip opening it predicts correlated with the
 real one at r = 0.57 (obama), 0.58 (macron), 0.85 (demo) for linear ridge and 0.64, 0.61, 0.88
-for ridge with a Gaussian kernel (`GAMMA`, `RIDGE`), the default. The features are reduced to
-their first `N_COMPONENTS` principal components, and at most `MAX_ANCHORS` train frames (evenly
-spread) carry the kernel, so `model.pt` stays small and a frame costs one small matrix product.
+for ridge with a Gaussian kernel (`GAMMA`; the penalty is `train.shape_ridge`), the default.
+The features are reduced to their first `N_COMPONENTS` principal components, and at most
+`MAX_ANCHORS` train frames (evenly spread) carry the kernel, so `model.pt` stays small and a
+frame costs one small matrix product.
 
 Regression shrinks its predictions towards the mean (about 0.6x the real spread), the very thing
 that leaves the mouth half shut. `calibrate` undoes it with gains measured without the frames
