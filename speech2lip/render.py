@@ -45,6 +45,25 @@ def speech_and_backgrounds(data, audio, driving, start_frame: int):
     return wav, mel, pingpong(len(mel), len(data), start_frame), f"driving audio {driving}"
 
 
+def rest_in_silence(renderer, data, audio, wav, n: int, cfg: RenderConfig) -> np.ndarray:
+    """Voice activity of the `n` output frames of `wav`: the silent runs' mouths move to the
+    subject's rest mouth (learned from the silent train frames of its own audio `audio`).
+    Returns the silent frames `(n,)`."""
+    from speech2lip.data.voice import rest_frames, rest_weights, silent_frames, speech_probability
+
+    silent = silent_frames(speech_probability(wav, n), cfg.silence_min_frames)
+    if not silent.any():
+        log.info("render: no silent span of %d+ frames in the audio", cfg.silence_min_frames)
+        return silent
+    own = speech_probability(read_clip_audio(audio, len(data)), len(data))
+    rest = rest_frames(own, data.split_ids("train"))
+    renderer.set_rest(rest, rest_weights(silent, cfg.silence_ramp))
+    log.info("render: %d of %d frames silent (%.1f s): the mouth rests there (the mean of %d "
+             "silent train frames)%s", silent.sum(), n, silent.sum() / FPS, len(rest),
+             "; the audio is silent throughout" if silent.all() else "")  # fmt: skip
+    return silent
+
+
 def run(
     model,
     index,
@@ -86,11 +105,13 @@ def run(
     if np.abs(offsets).max() > 0:
         pose = PoseControl(net, offsets, data.canonical["canonical_pose"])
     renderer = Renderer(net, data, cfg, dev)
+    silent = rest_in_silence(renderer, data, audio, wav, len(mel), cfg) if cfg.silence else None
     stats = stream_video(renderer, mel, background, wav, video, Path(frames), clip,
                          source, pose)  # fmt: skip
     stats.update({"audio": str(driving) if driving else "test split", "device": dev,
                   "config": dataclasses.asdict(cfg), "start_frame": cfg.start_frame,
                   "pose_control": pose is not None,
+                  "silent_frames": None if silent is None else int(silent.sum()),
                   "background": "test split frames" if driving is None else
                   f"ping-pong from frame {cfg.start_frame}"})  # fmt: skip
     write_json(Path(figures) if figures else video.with_suffix(".json"), stats)

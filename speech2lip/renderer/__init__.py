@@ -40,20 +40,22 @@ from speech2lip.renderer.frames import FrameSource, SourceFrames, paste_back
 log = logging.getLogger(__name__)
 
 FIELDS = ["mouth", "mouth_origin", "relative_pose", "c2o_grid", "c2o_mask"]
-MIN_RMS = 1e-4  # -80 dBFS: quieter than this is silence
+MIN_RMS = 1e-4  # -80 dBFS: quieter than this is digital silence
 
 
 # ----------------------------------------------------------------------------- pure functions
 def check_driving_audio(wav: np.ndarray, path) -> np.ndarray:
     """Driving audio (16 kHz mono float) padded with silence to whole 25 fps frames; a clear
-    error for audio that is too short or silent."""
+    error for audio that is too short. Silent audio is fine (a log line says so): with
+    `render.silence` the mouth rests throughout."""
     if len(wav) < 5 * SAMPLES_PER_FRAME:
         raise Speech2LipError(
             f"driving audio {path}: {len(wav) / SAMPLE_RATE:.2f} s of audio, less than the "
             "0.2 s of one mel window; give a longer recording"
         )
     if float(np.sqrt(np.mean(np.square(wav, dtype=np.float64)))) < MIN_RMS:
-        raise Speech2LipError(f"driving audio {path} is silent (below -80 dBFS); check the file")
+        log.info("driving audio %s is silent throughout (below -80 dBFS): the mouth stays "
+                 "at rest", path)  # fmt: skip
     n = -(-len(wav) // SAMPLES_PER_FRAME)
     return np.pad(wav, (0, n * SAMPLES_PER_FRAME - len(wav))).astype(np.float32)
 
@@ -87,11 +89,43 @@ class Renderer:
     def __init__(self, model, data, cfg: RenderConfig, device: str) -> None:
         self.model, self.data, self.cfg, self.device = model, data, cfg, device
         self.n_frames = len(data)
+        self.rest_cond = None  # (D,): what the lips are conditioned on at rest
+        self.rest_weight = None  # (n_out,): per output frame, 0 speech .. 1 rest
 
-    def mouths(self, mel_ctx: np.ndarray, background: np.ndarray, lips=None):
+    def set_rest(self, rest_ids: np.ndarray, weights: np.ndarray) -> None:
+        """Blend each output frame's conditioning towards the rest mouth by `weights`; the
+        rest mouth is the mean conditioning of the subject's own frames `rest_ids` (its silent
+        train frames)."""
+        import torch
+
+        from speech2lip.data.audio import context_indices
+        from speech2lip.data.batches import AUDIO_OFFSET
+
+        radius = self.model.sizes.audio_radius
+        idx = context_indices(np.asarray(rest_ids) + AUDIO_OFFSET, radius, self.n_frames)
+        mel = self.data.read_field("mel", np.unique(idx))
+        ctx = mel[np.searchsorted(np.unique(idx), idx)]
+        with torch.no_grad():
+            cond, _ = self.model.condition(torch.as_tensor(ctx, device=self.device))
+        self.rest_cond = cond.mean(0)
+        self.rest_weight = np.asarray(weights, np.float32)
+
+    def condition(self, mel_ctx, out_ids=None):
+        """The lips' conditioning `(B, D)` of mel windows `mel_ctx` (a tensor), blended
+        towards the rest mouth for output frames `out_ids` where `set_rest` says so."""
+        import torch
+
+        cond, _ = self.model.condition(mel_ctx)
+        if self.rest_cond is None or out_ids is None:
+            return cond
+        w = torch.as_tensor(self.rest_weight[out_ids], dtype=cond.dtype, device=cond.device)
+        return torch.lerp(cond, self.rest_cond.to(cond.dtype).expand_as(cond), w[:, None])
+
+    def mouths(self, mel_ctx: np.ndarray, background: np.ndarray, lips=None, out_ids=None):
         """`mel_ctx` `(B, 2r+1, 80, 16)`, background ids `(B,)` -> (mouth boxes `(B, eh, ew,
         3)` uint8, origins `(B, 2)`). `lips` `(B, 3, lh, lw)` in 0..1
-        replaces the generated lips (the baselines)."""
+        replaces the generated lips (the baselines). `out_ids`: the output frames (for the
+        rest blend)."""
         import torch
 
         from speech2lip.data.batches import timestamps, to_device
@@ -103,9 +137,10 @@ class Renderer:
         if lips is not None:
             lips = torch.as_tensor(lips, device=self.device)
         with torch.no_grad():
+            cond = self.condition(mel, out_ids) if lips is None else None
             out, _ = self.model.render_mouth(mel, t, b["mouth"], b["mouth_origin"],
                                              b["relative_pose"], b["c2o_grid"], b["c2o_mask"],
-                                             self.cfg.c2o_iterations, lips)  # fmt: skip
+                                             self.cfg.c2o_iterations, lips, cond)  # fmt: skip
         img = (out * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
         return img, arrays["mouth_origin"]
 
@@ -175,7 +210,7 @@ def stream_video(
                 if pose is not None and pose.active(out_ids):
                     boxes = pose.render(renderer, ctx[out_ids], bg, out_ids, frames, lips)
                 else:
-                    mouths, origins = renderer.mouths(ctx[out_ids], bg, lips)
+                    mouths, origins = renderer.mouths(ctx[out_ids], bg, lips, out_ids)
                     boxes = [(m, o) for m, o in zip(mouths, origins, strict=True)]
                 for (patch, origin), b in zip(boxes, bg, strict=True):
                     if source is not None:

@@ -148,7 +148,7 @@ class PoseControl:
         with torch.no_grad():
             if lips is None:
                 time_ = torch.as_tensor(timestamps(bg, renderer.n_frames), device=dev)
-                cond, _ = model.condition(torch.as_tensor(ctx, device=dev))
+                cond = renderer.condition(torch.as_tensor(ctx, device=dev), out_ids)
                 lips = model.canonical_lips(cond, time_, random=False)
             else:
                 lips = torch.as_tensor(lips, device=dev)

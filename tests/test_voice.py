@@ -1,0 +1,148 @@
+"""Voice activity per video frame (silero-vad) and the rest mouth in silent spans."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import MEDIA
+
+from speech2lip.config import RenderConfig
+from speech2lip.data import voice
+from speech2lip.errors import Speech2LipError
+
+
+def _espeak(tmp_path, text: str) -> np.ndarray:
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (scripts/setup.sh installs it)")
+    wav = tmp_path / "speech.wav"
+    subprocess.run(["espeak-ng", "-w", str(wav), text], check=True)
+    x, sr = sf.read(wav, dtype="float32")
+    from scipy.signal import resample_poly
+
+    return resample_poly(x, 16000, sr).astype(np.float32)
+
+
+def test_chunks_map_to_the_frames_they_overlap():
+    # 5 chunks of 512 samples = 2560 samples = 4 frames of 640.
+    chunk = np.array([0.0, 0.0, 0.9, 0.0, 0.0], np.float32)
+    # frame 0: samples 0..639 -> chunks 0, 1; frame 1: 640..1279 -> 1, 2; frame 2: 1280..1919
+    # -> 2, 3; frame 3: 1920..2559 -> 3, 4.
+    assert voice.chunks_to_frames(chunk, 4).tolist() == pytest.approx([0, 0.9, 0.9, 0])
+    assert voice.chunks_to_frames(np.zeros(0), 3).tolist() == [0, 0, 0]
+
+
+def test_silent_runs_need_a_minimum_length_after_the_hangover():
+    prob = np.array([1] * 5 + [0] * 10 + [1] * 3 + [0] * 3 + [1] * 2, float)
+    silent = voice.silent_frames(prob, min_frames=4, hangover=2)
+    # The 10-frame gap loses 2 frames at each edge to the hangover: 6 silent frames remain.
+    assert np.flatnonzero(silent).tolist() == list(range(7, 13))
+    # The 3-frame gap is a pause between words: speech.
+    assert not silent[15:].any()
+    assert voice.silent_frames(np.zeros(8), min_frames=4).all()
+    assert not voice.silent_frames(np.ones(8), min_frames=1).any()
+
+
+def test_rest_weights_ramp_into_and_out_of_silence():
+    silent = np.zeros(20, bool)
+    silent[5:15] = True
+    w = voice.rest_weights(silent, ramp=3)
+    assert w[:5].tolist() == [0] * 5 and w[15:].tolist() == [0] * 5
+    assert w[5:8] == pytest.approx([1 / 3, 2 / 3, 1]) and (w[8:12] == 1).all()
+    assert w[12:15] == pytest.approx([1, 2 / 3, 1 / 3])  # symmetric on the way out
+    assert np.abs(np.diff(w)).max() <= 1 / 3 + 1e-6  # no jump
+    assert voice.rest_weights(np.ones(4, bool), 3).tolist() == [1] * 4
+
+
+def test_rest_frames_prefer_silent_frames_and_fall_back_to_the_quietest():
+    prob = np.linspace(0, 1, 100)
+    assert (prob[voice.rest_frames(prob, np.arange(100))] < 0.5).all()
+    loud = np.full(100, 0.9)
+    loud[[3, 7]] = 0.6
+    got = voice.rest_frames(loud, np.arange(100), min_count=5)
+    assert len(got) == 5 and {3, 7} <= set(got.tolist())
+
+
+def test_vad_tells_speech_from_silence_and_low_noise(tmp_path):
+    speech = _espeak(tmp_path, "Peter picked a peck of pickled peppers, then he went home.")
+    rng = np.random.default_rng(0)
+    noise = (10 ** (-50 / 20) * rng.standard_normal(2 * 16000)).astype(np.float32)
+    wav = np.concatenate([speech, np.zeros(2 * 16000, np.float32), noise, speech])
+    prob = voice.speech_probability(wav)
+    n_sp = len(speech) // 640
+    assert len(prob) == -(-len(wav) // 640)
+    assert np.mean(prob[:n_sp] >= 0.5) > 0.6  # espeak's speech is mostly speech
+    gap = slice(n_sp + 3, n_sp + 100 - 3)  # the silence and the noise
+    assert np.mean(prob[gap] < 0.5) > 0.95
+    silent = voice.silent_frames(prob, min_frames=6)
+    assert silent[gap].mean() > 0.9 and silent[: n_sp // 2].mean() < 0.3
+
+
+def test_real_speech_is_mostly_speech():
+    path = MEDIA / "audio/jfk_en.flac"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    from speech2lip.media import read_audio
+
+    prob = voice.speech_probability(read_audio(path, 16000))
+    assert 0.5 < np.mean(prob >= 0.5) < 1.0  # speech, with the pauses between phrases
+
+
+def test_a_broken_install_names_the_package(monkeypatch):
+    import silero_vad
+
+    def broken():
+        raise RuntimeError("PytorchStreamReader failed reading zip archive")
+
+    monkeypatch.setattr(silero_vad, "load_silero_vad", broken)
+    voice.load_vad.cache_clear()
+    try:
+        with pytest.raises(Speech2LipError, match="silero-vad"):
+            voice.load_vad()
+    finally:
+        voice.load_vad.cache_clear()
+
+
+def test_the_rest_blend_holds_the_mouth_still_whatever_the_audio(demo_model, demo_warp):
+    from speech2lip.data.shards import WarpData
+    from speech2lip.models.checkpoint import load_model
+    from speech2lip.renderer import FIELDS, Renderer, mel_contexts
+
+    model = load_model(demo_model)
+    data = WarpData(demo_warp / "index.json", fields=FIELDS + ["mel"])
+    n = len(data)
+    ctx = mel_contexts(data.read_field("mel", np.arange(n)), model.sizes.audio_radius)
+    renderer = Renderer(model, data, RenderConfig(), "cpu")
+    bg = np.array([10, 10, 10])
+    speech_ids = np.array([20, 40, 60])  # three different mel windows on one background
+    free, _ = renderer.mouths(ctx[speech_ids], bg, out_ids=np.arange(3))
+    assert np.abs(free[0].astype(int) - free[1]).max() > 0  # the audio moves the lips
+    renderer.set_rest(data.split_ids("train")[:10], np.array([1.0, 1.0, 1.0, 0.0]))
+    rest, _ = renderer.mouths(ctx[speech_ids], bg, out_ids=np.arange(3))
+    assert np.abs(rest[0].astype(int) - rest[1]).max() <= 1  # at rest: the same mouth
+    assert np.abs(rest[1].astype(int) - rest[2]).max() <= 1
+    back, _ = renderer.mouths(ctx[speech_ids[:1]], bg[:1], out_ids=np.array([3]))
+    assert np.abs(back[0].astype(int) - free[0]).max() <= 1  # weight 0: the audio's lips
+
+
+def test_silent_driving_audio_renders_a_resting_mouth(demo_model, demo_geometry, demo_warp,
+                                                      tmp_path):  # fmt: skip
+    from speech2lip.render import run
+
+    r = demo_geometry / "resample"
+    drive = tmp_path / "silence.wav"
+    sf.write(drive, np.zeros(16000 * 2, np.float32), 16000)
+    out = tmp_path / "driven.mp4"
+    stats = run(demo_model, demo_warp / "index.json", r / "frames.mkv", r / "meta.json",
+                r / "audio.wav", out, RenderConfig(output_size="cropped",
+                                                   encoder_preset="ultrafast"),
+                driving=str(drive), device="cpu")  # fmt: skip
+    assert out.is_file() and stats["frames"] == 50 and stats["silent_frames"] == 50
+    off = run(demo_model, demo_warp / "index.json", r / "frames.mkv", r / "meta.json",
+              r / "audio.wav", tmp_path / "off.mp4",
+              RenderConfig(output_size="cropped", encoder_preset="ultrafast", silence=False),
+              driving=str(drive), device="cpu")  # fmt: skip
+    assert off["silent_frames"] is None
