@@ -19,12 +19,11 @@ import logging
 
 import numpy as np
 
+from speech2lip.data.audio import SAMPLE_RATE, SAMPLES_PER_FRAME
 from speech2lip.errors import Speech2LipError
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
-SAMPLES_PER_FRAME = 640
 CHUNK = 512  # silero-vad's window at 16 kHz
 THRESHOLD = 0.5
 HANGOVER = 2
@@ -85,24 +84,15 @@ def silent_frames(prob: np.ndarray, min_frames: int, threshold: float = THRESHOL
                   hangover: int = HANGOVER) -> np.ndarray:  # fmt: skip
     """Boolean `(n,)`: the frames in silent runs of at least `min_frames` frames, after
     widening each speech frame by `hangover` frames on both sides."""
+    from scipy.ndimage import binary_dilation, label
+
     speech = np.asarray(prob) >= threshold
     if hangover > 0 and speech.any():
-        idx = np.flatnonzero(speech)
-        widened = np.zeros_like(speech)
-        for d in range(-hangover, hangover + 1):
-            widened[np.clip(idx + d, 0, len(speech) - 1)] = True
-        speech = widened
-    silent = ~speech
-    out = np.zeros_like(silent)
-    start = None
-    for i, s in enumerate(np.append(silent, False)):
-        if s and start is None:
-            start = i
-        elif not s and start is not None:
-            if i - start >= min_frames:
-                out[start:i] = True
-            start = None
-    return out
+        speech = binary_dilation(speech, iterations=hangover)
+    runs, _ = label(~speech)
+    long = np.bincount(runs) >= min_frames
+    long[0] = False  # label 0: speech
+    return long[runs]
 
 
 def rest_weights(silent: np.ndarray, ramp: int) -> np.ndarray:

@@ -54,8 +54,7 @@ def check_driving_audio(wav: np.ndarray, path) -> np.ndarray:
             "0.2 s of one mel window; give a longer recording"
         )
     if float(np.sqrt(np.mean(np.square(wav, dtype=np.float64)))) < MIN_RMS:
-        log.info("driving audio %s is silent throughout (below -80 dBFS): the mouth stays "
-                 "at rest", path)  # fmt: skip
+        log.info("driving audio %s is silent throughout (below -80 dBFS)", path)
     n = -(-len(wav) // SAMPLES_PER_FRAME)
     return np.pad(wav, (0, n * SAMPLES_PER_FRAME - len(wav))).astype(np.float32)
 
@@ -103,8 +102,8 @@ class Renderer:
 
         radius = self.model.sizes.audio_radius
         idx = context_indices(np.asarray(rest_ids) + AUDIO_OFFSET, radius, self.n_frames)
-        mel = self.data.read_field("mel", np.unique(idx))
-        ctx = mel[np.searchsorted(np.unique(idx), idx)]
+        needed, where = np.unique(idx, return_inverse=True)
+        ctx = self.data.read_field("mel", needed)[where.reshape(idx.shape)]
         with torch.no_grad():
             cond, _ = self.model.condition(torch.as_tensor(ctx, device=self.device))
         self.rest_cond = cond.mean(0)
