@@ -22,16 +22,18 @@ from speech2lip.config import RenderConfig
 from speech2lip.errors import Speech2LipError
 from speech2lip.inputs import read_clip_audio, read_meta
 from speech2lip.media import FPS, SAMPLES_PER_FRAME
-from speech2lip.renderer import FIELDS, Renderer, load_driving_audio, stream_video
+from speech2lip.renderer import FIELDS, Renderer, audio_windows, load_driving_audio, stream_video
 from speech2lip.renderer.frames import pingpong
 
 log = logging.getLogger(__name__)
 
 
-def speech_and_backgrounds(data, audio, driving, start_frame: int):
-    """What to render: (16 kHz samples, per-frame mel windows, background frame ids, what in
-    words): the test split's own audio over its own frames, or `driving` over ping-pong."""
-    from speech2lip.data.audio import frame_mel_windows
+def speech_and_backgrounds(data, audio, driving, start_frame: int, features: str = "mel"):
+    """What to render: (16 kHz samples, per-frame audio windows as the model hears them
+    (`features`), background frame ids, what in words): the test split's own audio over its own
+    frames (its windows from the warp shards), or `driving` over ping-pong (its windows
+    computed here, once)."""
+    from speech2lip.data.batches import read_audio
 
     if driving is None:
         ids = data.split_ids("test")
@@ -39,10 +41,10 @@ def speech_and_backgrounds(data, audio, driving, start_frame: int):
             raise Speech2LipError(f"{data.index_path}: the test split is empty")
         wav = read_clip_audio(audio, len(data))
         wav = wav[ids[0] * SAMPLES_PER_FRAME : (ids[-1] + 1) * SAMPLES_PER_FRAME]
-        return wav, data.read_field("mel", ids), ids, "the test split"
+        return wav, read_audio(data, ids, features), ids, "the test split"
     wav = load_driving_audio(driving)
-    mel = frame_mel_windows(wav, len(wav) // SAMPLES_PER_FRAME)
-    return wav, mel, pingpong(len(mel), len(data), start_frame), f"driving audio {driving}"
+    windows = audio_windows(wav, features, str(driving))
+    return wav, windows, pingpong(len(windows), len(data), start_frame), f"driving audio {driving}"
 
 
 def rest_in_silence(renderer, data, audio, wav, n: int, cfg: RenderConfig) -> np.ndarray:
@@ -98,7 +100,8 @@ def run(
         raise Speech2LipError(
             f"{index} has {len(data)} frames, {meta} {clip['n_frames']}: re-run warp"
         )
-    wav, mel, background, what = speech_and_backgrounds(data, audio, driving, cfg.start_frame)
+    wav, mel, background, what = speech_and_backgrounds(data, audio, driving, cfg.start_frame,
+                                                        net.sizes.features)  # fmt: skip
     log.info("render: %s, %d frames (%.1f s) on %s", what, len(mel), len(mel) / FPS, dev)
     offsets = pose_schedule(len(mel), cfg)
     pose = None

@@ -138,7 +138,7 @@ def test_guided_training_fits_the_regressor_and_rebuilds_from_model_pt(demo_warp
 
     codes, fitted = lip_shapes(data, data.split_ids("train"), resolve(cfg))
     assert codes.shape == (len(data), 3)
-    batch = to_tensors(data, np.arange(10, 14), GUIDED.audio_radius, "cpu")
+    batch = to_tensors(data, np.arange(10, 14), GUIDED.audio_radius, "cpu", model.sizes.features)
     regressor = ShapeRegressor(model.shape.mean.numel(), 3)
     regressor.load(fitted)  # the same fit, from the data alone: deterministic
     with torch.no_grad():

@@ -204,6 +204,7 @@ def test_streaming_memory_does_not_grow_with_the_length(demo_model, demo_geometr
 
 
 def _posed_frames(model_path, demo_warp, demo_geometry, offsets_deg, ids):
+    from speech2lip.data.batches import read_audio
     from speech2lip.data.shards import WarpData
     from speech2lip.models.checkpoint import load_model
     from speech2lip.renderer import FIELDS, Renderer, mel_contexts, paste
@@ -215,7 +216,8 @@ def _posed_frames(model_path, demo_warp, demo_geometry, offsets_deg, ids):
     meta = json.loads((demo_geometry / "resample/meta.json").read_text())
     frames = FrameSource(demo_geometry / "resample/frames.mkv", meta["width"], meta["height"], n)
     renderer = Renderer(model, data, RenderConfig(), "cpu")
-    ctx = mel_contexts(data.read_field("mel", np.arange(n)), model.sizes.audio_radius)[ids]
+    heard = read_audio(data, np.arange(n), model.sizes.features)
+    ctx = mel_contexts(heard, model.sizes.audio_radius)[ids]
     mouths, origins = renderer.mouths(ctx, ids)
     normal = [paste(frames[b], m, o) for b, m, o in zip(ids, mouths, origins, strict=True)]
     pose = PoseControl(model, np.tile(offsets_deg, (n, 1)), data.canonical["canonical_pose"])

@@ -147,7 +147,7 @@ def test_train_stage_writes_a_model_that_rebuilds_alone(demo_warp, tmp_path):
     assert summary["mean_mouth_psnr_db"] > 0 and "beats_mean_mouth" in summary
     data = WarpData(demo_warp / "index.json")
     model = load_model(tmp_path / "model.pt")  # no config, no data needed
-    batch = to_tensors(data, np.array([5, 6]), 1, "cpu")
+    batch = to_tensors(data, np.array([5, 6]), 1, "cpu", model.sizes.features)
     with torch.no_grad():
         cond, _ = model.condition(batch["mel_context"])
         lips = model.canonical_lips(cond, batch["time"], False)

@@ -107,6 +107,7 @@ def test_a_broken_install_names_the_package(monkeypatch):
 
 
 def test_the_rest_blend_holds_the_mouth_still_whatever_the_audio(demo_model, demo_warp):
+    from speech2lip.data.batches import read_audio
     from speech2lip.data.shards import WarpData
     from speech2lip.models.checkpoint import load_model
     from speech2lip.renderer import FIELDS, Renderer, mel_contexts
@@ -114,7 +115,8 @@ def test_the_rest_blend_holds_the_mouth_still_whatever_the_audio(demo_model, dem
     model = load_model(demo_model)
     data = WarpData(demo_warp / "index.json", fields=FIELDS + ["mel"])
     n = len(data)
-    ctx = mel_contexts(data.read_field("mel", np.arange(n)), model.sizes.audio_radius)
+    heard = read_audio(data, np.arange(n), model.sizes.features)
+    ctx = mel_contexts(heard, model.sizes.audio_radius)
     renderer = Renderer(model, data, RenderConfig(), "cpu")
     bg = np.array([10, 10, 10])
     speech_ids = np.array([20, 40, 60])  # three different mel windows on one background

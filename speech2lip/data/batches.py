@@ -13,6 +13,37 @@ FIELDS = ["canonical_lips", "canonical_mask", "mouth", "mouth_origin", "relative
           "c2o_grid", "c2o_mask"]  # fmt: skip
 
 
+# What the model hears per frame (`train.model.features`): the per-frame windows it joins, in
+# this order, along their rows: mel (80 rows) and/or phone classes (`speech2lip.data.phones`).
+AUDIO_FIELDS = {"mel": ("mel",), "phones": ("phones",), "mel+phones": ("mel", "phones")}
+
+
+def audio_fields(features: str | None) -> tuple[str, ...]:
+    """The fields joined for `features` (None: mel, the paper's input)."""
+    return AUDIO_FIELDS[features or "mel"]
+
+
+def audio_rows(features: str | None) -> tuple[int, ...]:
+    """The rows each joined field adds to a frame's audio window, e.g. (80, 14)."""
+    from speech2lip.data.audio import N_MELS
+    from speech2lip.data.phones import N_CLASSES
+
+    return tuple(N_MELS if f == "mel" else N_CLASSES for f in audio_fields(features))
+
+
+def join_audio(windows: dict[str, np.ndarray], features: str | None) -> np.ndarray:
+    """The model's audio windows `(n, rows, 16)` from per-field windows (`mel` `(n, 80, 16)`,
+    `phones` `(n, 14, 16)`)."""
+    parts = [np.asarray(windows[f], np.float32) for f in audio_fields(features)]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+
+
+def read_audio(data: WarpData, ids: np.ndarray, features: str | None) -> np.ndarray:
+    """Frames `ids`' audio windows as the model hears them `(len(ids), rows, 16)`."""
+    ids = np.asarray(ids)
+    return join_audio({f: data.read_field(f, ids) for f in audio_fields(features)}, features)
+
+
 # Frame i's audio code is built from the mel windows of frames i + AUDIO_OFFSET - r ..
 # i + AUDIO_OFFSET + r: with -2 the centre window (0.2 s = 5 frames) is centred on frame i.
 AUDIO_OFFSET = -2
@@ -24,11 +55,16 @@ def timestamps(ids: np.ndarray, n_frames: int) -> np.ndarray:
     return (np.asarray(ids) / n_frames).astype(np.float32)
 
 
-def read_batch(data: WarpData, ids: np.ndarray, radius: int) -> dict[str, np.ndarray]:
-    """One batch of frames from the shards, as numpy (what DataLoader workers produce)."""
+def read_batch(
+    data: WarpData, ids: np.ndarray, radius: int, features: str | None = "mel"
+) -> dict[str, np.ndarray]:
+    """One batch of frames from the shards, as numpy (what DataLoader workers produce).
+    `mel_context` `(B, 2r+1, rows, 16)`: the audio windows around each frame as the model hears
+    them (`features`)."""
     out = {name: data.read_field(name, ids) for name in FIELDS}
     ctx = context_indices(ids + AUDIO_OFFSET, radius, len(data))
-    out["mel_context"] = data.read_field("mel", ctx.reshape(-1)).reshape(*ctx.shape, 80, 16)
+    windows = read_audio(data, ctx.reshape(-1), features)
+    out["mel_context"] = windows.reshape(*ctx.shape, *windows.shape[1:])
     out["time"] = timestamps(ids, len(data))
     return out
 
@@ -47,6 +83,8 @@ def to_device(arrays: dict[str, np.ndarray], device) -> dict[str, torch.Tensor]:
     return out
 
 
-def to_tensors(data: WarpData, ids: np.ndarray, radius: int, device) -> dict[str, torch.Tensor]:
+def to_tensors(
+    data: WarpData, ids: np.ndarray, radius: int, device, features: str | None = "mel"
+) -> dict[str, torch.Tensor]:
     """One batch of frames from the shards as tensors on `device`."""
-    return to_device(read_batch(data, ids, radius), device)
+    return to_device(read_batch(data, ids, radius, features), device)

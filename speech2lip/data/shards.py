@@ -31,7 +31,7 @@ import numpy as np
 
 from speech2lip.errors import Speech2LipError, remake
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the `phones` field
 SHARD_DIR = "shards"
 CANONICAL_FILE = "canonical.h5"
 

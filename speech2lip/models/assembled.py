@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from speech2lip.config import ModelSizes
+from speech2lip.data.batches import audio_fields, audio_rows
 from speech2lip.geometry import gamem
 from speech2lip.models import (
     AudioEncoder,
@@ -28,6 +29,8 @@ from speech2lip.models import (
 from speech2lip.models.lips import crop_uv
 from speech2lip.models.shape import ShapeRegressor
 
+# What the audio encoder multiplies each part of its input by: mel in -4..4, phones in 0..1.
+INPUT_SCALE = {"mel": 0.25, "phones": 1.0}
 FEATHER_PX = 8.0  # canonical-crop pixels over which the pasted lips fade in at the crop's edge
 
 
@@ -54,13 +57,16 @@ class Speech2Lip(nn.Module):
         uv, cell = crop_uv(lw, lh)
         self.register_buffer("uv", uv)
         self.register_buffer("cell", cell)
-        self.audio = AudioEncoder(sizes.audio_dim)
+        rows = audio_rows(sizes.features)
+        scales = [INPUT_SCALE[f] for f in audio_fields(sizes.features)]
+        self.audio = AudioEncoder(sizes.audio_dim, parts=tuple(zip(rows, scales, strict=True)))
         self.smoother = AudioSmoother(sizes.audio_dim, sizes.audio_radius)
         # Lip-shape guidance: the lips are conditioned on the frame's lip-shape codes too (the
         # ground truth's in training, the audio's prediction when rendering); 0 = audio only.
         self.shape_dim = int(sizes.shape_dim or 0)
         windows = 2 * sizes.audio_radius + 1
-        self.shape = ShapeRegressor(windows * 80 * 16, self.shape_dim) if self.shape_dim else None
+        n_audio = windows * sum(rows) * 16
+        self.shape = ShapeRegressor(n_audio, self.shape_dim) if self.shape_dim else None
         self.lips = ImplicitLips(sizes.audio_dim + self.shape_dim, sizes.uv_freqs,
                                  sizes.time_freqs, sizes.lips_width, sizes.lips_layers,
                                  sizes.lips_skip)  # fmt: skip
@@ -69,7 +75,8 @@ class Speech2Lip(nn.Module):
 
     # ------------------------------------------------------------------ pieces
     def audio_code(self, mel_context: Tensor) -> Tensor:
-        """`(B, 2r+1, 80, 16)` mel windows around each frame -> `(B, audio_dim)`."""
+        """`(B, 2r+1, rows, 16)` audio windows around each frame (`sizes.features`: mel and/or
+        phone rows) -> `(B, audio_dim)`."""
         b, n = mel_context.shape[:2]
         codes = self.audio(mel_context.flatten(0, 1)).reshape(b, n, -1)
         return self.smoother(codes)

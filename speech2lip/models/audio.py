@@ -7,15 +7,22 @@ from torch import Tensor, nn
 
 
 class AudioEncoder(nn.Module):
-    """`(B, 80, 16)` normalised log-mel windows -> `(B, dim)` codes.
+    """`(B, rows, 16)` audio windows -> `(B, dim)` codes. `parts`: (rows, input scale) of each
+    joined part, e.g. 80 normalised log-mel bands in -4..4 scaled by 1/4, then 14 phone-class
+    shares in 0..1 as they are (`speech2lip.data.batches.AUDIO_FIELDS`).
 
-    Convolutions along time per mel band pair (a 1-D conv stack over the 16 frames with the
-    80 bands as channels), then a linear head; small enough for a CPU."""
+    Convolutions along time (a 1-D conv stack over the 16 frames with the rows as channels),
+    then a linear head; small enough for a CPU."""
 
-    def __init__(self, dim: int = 64, hidden: int = 128) -> None:
+    def __init__(
+        self, dim: int = 64, hidden: int = 128, parts: tuple[tuple[int, float], ...] = ((80, 0.25),)
+    ) -> None:
         super().__init__()
+        scale = torch.cat([torch.full((rows,), float(k)) for rows, k in parts])
+        self.register_buffer("scale", scale[:, None], persistent=False)
+        rows = len(scale)
         self.net = nn.Sequential(
-            nn.Conv1d(80, hidden, 3, padding=1), nn.LeakyReLU(0.02),
+            nn.Conv1d(rows, hidden, 3, padding=1), nn.LeakyReLU(0.02),
             nn.Conv1d(hidden, hidden, 3, stride=2, padding=1), nn.LeakyReLU(0.02),  # 8
             nn.Conv1d(hidden, hidden, 3, stride=2, padding=1), nn.LeakyReLU(0.02),  # 4
             nn.Conv1d(hidden, hidden, 3, stride=2, padding=1), nn.LeakyReLU(0.02),  # 2
@@ -23,7 +30,7 @@ class AudioEncoder(nn.Module):
         self.head = nn.Linear(hidden * 2, dim)
 
     def forward(self, mel: Tensor) -> Tensor:
-        return self.head(self.net(mel / 4.0).flatten(1))
+        return self.head(self.net(mel * self.scale).flatten(1))
 
 
 class AudioSmoother(nn.Module):

@@ -58,6 +58,7 @@ def load_model(path: str | Path, device: str = "cpu"):
         raise Speech2LipError(f"{path}: not a readable model ({exc}); re-run train") from None
     sizes = {OLD_SIZE_NAMES.get(k, k): v for k, v in state["sizes"].items()}
     sizes["blend_channels"] = tuple(sizes["blend_channels"])
+    sizes.setdefault("features", "mel")  # written before phone features existed
     canonical = {k: v.numpy() for k, v in state["canonical"].items()}
     model = Speech2Lip(canonical, ModelSizes(**sizes))
     model.load_state_dict(state["model"])

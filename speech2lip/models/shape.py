@@ -38,18 +38,47 @@ def _kernel(a: np.ndarray, b: np.ndarray, n_features: int) -> np.ndarray:
     return np.exp(-GAMMA * np.maximum(d, 0) / n_features)
 
 
+def standardiser(
+    x: np.ndarray, parts: np.ndarray | None = None, pooled: tuple[int, ...] = ()
+) -> tuple[np.ndarray, np.ndarray]:
+    """The mean `(D,)` and divisor `(D,)` that standardise features `x` `(N, D)`.
+
+    Each feature is divided by its own std, except those of a part (`parts` `(D,)`: each
+    feature's part) listed in `pooled`, which share one std (one-hot phone shares: a rare class
+    would otherwise weigh as much as a common one). Then each part is weighted so that the
+    parts contribute equal shares of the total variance, which stays D: mel and phones count
+    alike in the kernel's distance, and the kernel keeps its width."""
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    if parts is None:
+        return mean, std + 1e-6
+    parts = np.asarray(parts)
+    labels = np.unique(parts)
+    for p in labels:
+        mine = parts == p
+        if p in pooled:
+            std[mine] = np.sqrt(np.mean(std[mine] ** 2))
+        std[mine] = (std[mine] + 1e-6) / np.sqrt(len(parts) / len(labels) / mine.sum())
+    return mean, std
+
+
 def fit_ridge(
-    features: np.ndarray, codes: np.ndarray, ridge: float, folds: int = 5
+    features: np.ndarray,
+    codes: np.ndarray,
+    ridge: float,
+    folds: int = 5,
+    parts: np.ndarray | None = None,
+    pooled: tuple[int, ...] = (),
 ) -> dict[str, np.ndarray]:
     """The regressor of `codes` `(N, k)` on `features` `(N, ...)` (train frames, in time
-    order): the feature mean and std `(D,)`, projection `(D, C)`, anchors `(M, C)`, weights
-    `(M, k)`, code means `(k,)`, and the cross-validated predictions `cv` `(N, k)` (each fold
-    predicted by a fit without it; contiguous folds) and each code's correlation with them.
-    `ridge`: the penalty (kernel units)."""
+    order): the feature mean and divisor `(D,)` (`standardiser` with `parts` and `pooled`),
+    projection `(D, C)`, anchors `(M, C)`, weights `(M, k)`, code means `(k,)`, and the
+    cross-validated predictions `cv` `(N, k)` (each fold predicted by a fit without it;
+    contiguous folds) and each code's correlation with them. `ridge`: the penalty (kernel
+    units)."""
     x = np.asarray(features, np.float64).reshape(len(features), -1)
     y = np.asarray(codes, np.float64)
     n_features = x.shape[1]
-    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
+    mean, std = standardiser(x, parts, pooled)
     x = (x - mean) / std
     _, _, vt = np.linalg.svd(x[:: max(1, len(x) // 4000)], full_matrices=False)
     projection = vt[:N_COMPONENTS].T
@@ -99,8 +128,9 @@ def with_gains(
 
 
 class ShapeRegressor(nn.Module):
-    """Mel windows `(B, n, 80, 16)` -> lip-shape codes `(B, k)`: a fixed kernel regression
-    (buffers, saved with the model; set by `load`, never trained by gradients)."""
+    """Audio windows `(B, n, rows, 16)` (mel and/or phone rows) -> lip-shape codes `(B, k)`: a
+    fixed kernel regression (buffers, saved with the model; set by `load`, never trained by
+    gradients)."""
 
     def __init__(self, n_features: int, k: int) -> None:
         super().__init__()

@@ -72,9 +72,23 @@ def load_driving_audio(path) -> np.ndarray:
     return check_driving_audio(read_audio(path, SAMPLE_RATE), path)
 
 
+def audio_windows(wav: np.ndarray, features: str, source: str = "audio") -> np.ndarray:
+    """The audio windows `(n, rows, 16)` the model hears (`features`) for 16 kHz mono `wav` of
+    n whole frames (phones decoded only when the model uses them; `source` names the audio in a
+    decoding error)."""
+    from speech2lip.data.audio import frame_mel_windows
+    from speech2lip.data.batches import audio_fields, join_audio
+    from speech2lip.data.phones import frame_phone_windows
+
+    n = len(wav) // SAMPLES_PER_FRAME
+    make = {"mel": lambda: frame_mel_windows(wav, n),
+            "phones": lambda: frame_phone_windows(wav, n, source)}  # fmt: skip
+    return join_audio({f: make[f]() for f in audio_fields(features)}, features)
+
+
 def mel_contexts(mel: np.ndarray, radius: int) -> np.ndarray:
-    """The lip model's audio input for every output frame: `(n, 2r+1, 80, 16)` mel windows
-    around it (the training loop's `AUDIO_OFFSET` centring)."""
+    """The lip model's audio input for every output frame: `(n, 2r+1, rows, 16)`, the audio
+    windows `(n, rows, 16)` around it (the training loop's `AUDIO_OFFSET` centring)."""
     from speech2lip.data.audio import context_indices
     from speech2lip.data.batches import AUDIO_OFFSET
 
@@ -98,12 +112,12 @@ class Renderer:
         import torch
 
         from speech2lip.data.audio import context_indices
-        from speech2lip.data.batches import AUDIO_OFFSET
+        from speech2lip.data.batches import AUDIO_OFFSET, read_audio
 
         radius = self.model.sizes.audio_radius
         idx = context_indices(np.asarray(rest_ids) + AUDIO_OFFSET, radius, self.n_frames)
         needed, where = np.unique(idx, return_inverse=True)
-        ctx = self.data.read_field("mel", needed)[where.reshape(idx.shape)]
+        ctx = read_audio(self.data, needed, self.model.sizes.features)[where.reshape(idx.shape)]
         with torch.no_grad():
             cond, _ = self.model.condition(torch.as_tensor(ctx, device=self.device))
         self.rest_cond = cond.mean(0)
@@ -165,7 +179,8 @@ def stream_video(
     lips_for=None,
     desc: str = "render",
 ) -> dict:
-    """Render output frames (mel windows `mel` `(n, 80, 16)`, backgrounds `(n,)`), stream them
+    """Render output frames (audio windows `mel` `(n, rows, 16)`, as the model hears them:
+    `speech2lip.data.batches.join_audio`; backgrounds `(n,)`), stream them
     into ffmpeg with `wav` (16 kHz mono, n * 640 samples) muxed, write `out_path` atomically.
     `pose`: a `speech2lip.renderer.pose.PoseControl` or None. `lips_for(out_ids, bg_ids)`: the
     lips to paste instead of the model's (baselines)."""

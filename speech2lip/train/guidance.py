@@ -9,8 +9,8 @@ import time
 import numpy as np
 
 from speech2lip.config import TrainConfig
-from speech2lip.data.audio import context_indices
-from speech2lip.data.batches import AUDIO_OFFSET
+from speech2lip.data.audio import MEL_WINDOW, context_indices
+from speech2lip.data.batches import AUDIO_OFFSET, audio_fields, audio_rows, read_audio
 from speech2lip.data.shards import WarpData
 from speech2lip.geometry.lipshape import LipShapeBasis
 from speech2lip.models.shape import fit_ridge, skilled, with_gains
@@ -20,8 +20,8 @@ log = logging.getLogger(__name__)
 
 def lip_shapes(data: WarpData, train_ids: np.ndarray, opts: TrainConfig) -> tuple[np.ndarray, dict]:
     """Every frame's lip-shape codes `(N, shape_dim)` (basis from the train frames, aligned to
-    the canonical frame) and the regressor fitted on the train frames' mel windows (the same
-    windows the audio code sees)."""
+    the canonical frame) and the regressor fitted on the train frames' audio windows (the same
+    windows the audio code sees: mel and/or phones, `train.model.features`)."""
     t0 = time.monotonic()
     k, radius = opts.model.shape_dim, opts.model.audio_radius
     points = data.read_field("landmarks", np.arange(len(data))).astype(np.float64)
@@ -30,8 +30,12 @@ def lip_shapes(data: WarpData, train_ids: np.ndarray, opts: TrainConfig) -> tupl
     codes = basis.encode(points)
     ids = np.sort(train_ids)
     ctx = context_indices(ids + AUDIO_OFFSET, radius, len(data))
-    mel = data.read_field("mel", ctx.reshape(-1)).reshape(len(ids), -1)
-    fitted = fit_ridge(mel, codes[ids], opts.shape_ridge)
+    audio = read_audio(data, ctx.reshape(-1), opts.model.features).reshape(len(ids), -1)
+    fields, rows = audio_fields(opts.model.features), audio_rows(opts.model.features)
+    part = np.repeat(np.arange(len(rows)), np.asarray(rows) * MEL_WINDOW)  # one window's
+    pooled = tuple(i for i, f in enumerate(fields) if f == "phones")
+    fitted = fit_ridge(audio, codes[ids], opts.shape_ridge, parts=np.tile(part, ctx.shape[1]),
+                       pooled=pooled)  # fmt: skip
     if opts.shape_calibrate:
         fitted = calibrate(fitted, basis, codes[ids])
     log.info("train: lip-shape guidance: %d codes from %d train frames in %.1f s; "

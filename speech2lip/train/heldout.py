@@ -36,7 +36,7 @@ def generate(
     with torch.no_grad():
         for start in range(0, len(ids), batch):
             part = ids[start : start + batch]
-            b = to_tensors(data, part, radius, device)
+            b = to_tensors(data, part, radius, device, model.sizes.features)
             composed, lips = model.render_mouth(
                 b["mel_context"], b["time"], b["mouth"], b["mouth_origin"], b["relative_pose"],
                 b["c2o_grid"], b["c2o_mask"], iterations,

@@ -97,12 +97,18 @@ def sync_windows(
 
 
 def read_sync_batch(
-    data: WarpData, starts: np.ndarray, wrong: np.ndarray, radius: int, offset: int
+    data: WarpData,
+    starts: np.ndarray,
+    wrong: np.ndarray,
+    radius: int,
+    offset: int,
+    features: str = "mel",
 ) -> dict[str, np.ndarray]:
-    """The frames of 5-frame windows (`sync_*` fields, window-major) with the expert's mel
-    windows: in sync (frame start + `offset`) and off sync (frame `wrong`)."""
+    """The frames of 5-frame windows (`sync_*` fields, window-major; the model's audio windows
+    per `features`) with the expert's mel windows: in sync (frame start + `offset`) and off
+    sync (frame `wrong`)."""
     ids = (starts[:, None] + np.arange(WINDOW)).reshape(-1)
-    out = {f"sync_{k}": v for k, v in read_batch(data, ids, radius).items()}
+    out = {f"sync_{k}": v for k, v in read_batch(data, ids, radius, features).items()}
     n = len(data)
     out["sync_mel"] = data.read_field("mel", np.clip(starts + offset, 0, n - 1))
     out["sync_wrong_mel"] = data.read_field("mel", wrong)
@@ -133,13 +139,13 @@ class StepBatches(torch.utils.data.Dataset):
     def __getitem__(self, step: int) -> tuple[int, dict[str, np.ndarray]]:
         o = self.opts
         ids = batch_ids(self.train_ids, o.seed, step, o.batch_frames)
-        out = read_batch(self.data, ids, o.model.audio_radius)
+        out = read_batch(self.data, ids, o.model.audio_radius, o.model.features)
         if self.shapes is not None:  # lip-shape guidance: the frames' own codes
             out["lip_shape"] = self.shapes[ids]
         if self.sync_starts is not None and len(self.sync_starts) and step >= o.sync_start:
             starts, wrong = sync_windows(self.sync_starts, o.seed, step, o.sync_windows)
             out.update(read_sync_batch(self.data, starts, wrong, o.model.audio_radius,
-                                       o.sync_offset))  # fmt: skip
+                                       o.sync_offset, o.model.features))  # fmt: skip
         return step, out
 
 

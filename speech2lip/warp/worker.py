@@ -14,6 +14,7 @@ from speech2lip import __version__
 from speech2lip.atomic import atomic_path
 from speech2lip.config import WarpConfig
 from speech2lip.data import audio as audio_features
+from speech2lip.data.phones import N_CLASSES
 from speech2lip.data.shards import (
     SCHEMA_VERSION,
     Field,
@@ -69,6 +70,8 @@ def shard_fields(
         "mel": Field((audio_features.N_MELS, audio_features.MEL_WINDOW), "float32",
                      "normalised log-mel, -4..4",
                      "Wav2Lip mel window (16 frames = 0.2 s) starting at this video frame"),
+        "phones": Field((N_CLASSES, audio_features.MEL_WINDOW), "float32", "share 0..1",
+                        "phone classes (pocketsphinx) over the mel window's 16 frames"),
         "mfcc": Field((audio_features.MFCC_PER_FRAME, audio_features.N_MFCC), "float32",
                       "MFCC", "the frame's 4 MFCC frames (10 ms step), python_speech_features"),
     }  # fmt: skip
@@ -186,6 +189,7 @@ def _write_shard(job: tuple[int, int, int, str]) -> dict:
         dsets["relative_pose"][:] = s["relative"][sl]
         dsets["landmarks"][:] = s["landmarks"][sl]
         dsets["mel"][:] = s["mel"][sl]
+        dsets["phones"][:] = s["phones"][sl]
         dsets["mfcc"][:] = s["mfcc"][sl]
         done = 0
         batch: list[np.ndarray] = []
