@@ -85,8 +85,9 @@ def render_cost(data, device: str, threads: int, repeat: int) -> dict:
     from speech2lip.train.presets import resolve
 
     ours = Speech2Lip(data.canonical, resolve(TrainConfig()).model).to(device).eval()
-    b = to_tensors(data, data.split_ids("test")[:1], ours.sizes.audio_radius, device,
-                   ours.sizes.features)
+    b = to_tensors(
+        data, data.split_ids("test")[:1], ours.sizes.audio_radius, device, ours.sizes.features
+    )
 
     def ours_frame():
         with torch.no_grad():
