@@ -7,6 +7,7 @@ Every failure raises `Speech2LipError` naming the input file and ffmpeg's last s
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import shutil
@@ -331,6 +332,32 @@ def read_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
                  channels, peak)  # fmt: skip
         mono = mono / peak
     return mono.astype(np.float32)
+
+
+@functools.cache
+def has_filter(name: str) -> bool:
+    """Whether this ffmpeg has the filter `name` (the static fallback build lacks some)."""
+    proc = subprocess.run([tool("ffmpeg"), "-hide_banner", "-filters"], capture_output=True)
+    return any(line.split()[1:2] == [name] for line in proc.stdout.decode().splitlines())
+
+
+def pitch_shift(wav: np.ndarray, semitones: float, sample_rate: int = 16000) -> np.ndarray:
+    """Mono float `wav` shifted in pitch by `semitones` with its tempo kept, the same length:
+    ffmpeg's rubberband (formants move with the pitch, like another voice), or where it is
+    missing, a resampling (asetrate) undone in time by atempo."""
+    ratio = 2.0 ** (semitones / 12.0)
+    if has_filter("rubberband"):
+        chain = f"rubberband=pitch={ratio:.6f}"
+    else:
+        chain = f"asetrate={sample_rate * ratio:.3f},aresample={sample_rate},atempo={1 / ratio:.6f}"
+    fmt = ["-f", "f32le", "-ar", str(sample_rate), "-ac", "1"]
+    args = [tool("ffmpeg"), "-nostdin", "-v", "error", *fmt, "-i", "-", "-af", chain, *fmt, "-"]
+    proc = subprocess.run(args, input=np.asarray(wav, np.float32).tobytes(), capture_output=True)
+    if proc.returncode != 0:
+        raise Speech2LipError(f"pitch-shifting the audio by {semitones} semitones failed: "
+                              f"{_tail(proc.stderr)}")  # fmt: skip
+    out = np.frombuffer(proc.stdout, np.float32)[: len(wav)]
+    return np.pad(out, (0, len(wav) - len(out)))
 
 
 FPS = 25

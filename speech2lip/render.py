@@ -22,7 +22,14 @@ from speech2lip.config import RenderConfig
 from speech2lip.errors import Speech2LipError
 from speech2lip.inputs import read_clip_audio, read_meta
 from speech2lip.media import FPS, SAMPLES_PER_FRAME
-from speech2lip.renderer import FIELDS, Renderer, audio_windows, load_driving_audio, stream_video
+from speech2lip.renderer import (
+    FIELDS,
+    Renderer,
+    audio_windows,
+    load_driving_audio,
+    rest_in_silence,
+    stream_video,
+)
 from speech2lip.renderer.frames import pingpong
 
 log = logging.getLogger(__name__)
@@ -45,25 +52,6 @@ def speech_and_backgrounds(data, audio, driving, start_frame: int, features: str
     wav = load_driving_audio(driving)
     windows = audio_windows(wav, features, str(driving))
     return wav, windows, pingpong(len(windows), len(data), start_frame), f"driving audio {driving}"
-
-
-def rest_in_silence(renderer, data, audio, wav, n: int, cfg: RenderConfig) -> np.ndarray:
-    """Voice activity of the `n` output frames of `wav`: the silent runs' mouths move to the
-    subject's rest mouth (learned from the silent train frames of its own audio `audio`).
-    Returns the silent frames `(n,)`."""
-    from speech2lip.data.voice import rest_frames, rest_weights, silent_frames, speech_probability
-
-    silent = silent_frames(speech_probability(wav, n), cfg.silence_min_frames)
-    if not silent.any():
-        log.info("render: no silent span of %d+ frames in the audio", cfg.silence_min_frames)
-        return silent
-    own = speech_probability(read_clip_audio(audio, len(data)), len(data))
-    rest = rest_frames(own, data.split_ids("train"))
-    renderer.set_rest(rest, rest_weights(silent, cfg.silence_ramp))
-    log.info("render: %d of %d frames silent (%.1f s): the mouth rests there (the mean of %d "
-             "silent train frames)%s", silent.sum(), n, silent.sum() / FPS, len(rest),
-             "; the audio is silent throughout" if silent.all() else "")  # fmt: skip
-    return silent
 
 
 def run(

@@ -70,7 +70,14 @@ def test_evaluate_writes_metrics_baselines_and_a_report(demo_model, demo_geometr
                   cfg=EvaluateConfig(strip_frames=3), device="cpu")  # fmt: skip
     saved = json.loads((tmp_path / "ev/metrics.json").read_text())
     assert saved["methods"].keys() == {"ground_truth", "ground_truth_late", "speech2lip",
-                                       "static_mouth", "nearest_audio"}  # fmt: skip
+                                       "static_mouth", "nearest_audio",
+                                       "pitch+4", "pitch-4"}  # fmt: skip
+    ours = saved["methods"]["speech2lip"]
+    for name in ("pitch+4", "pitch-4"):  # cross-voice rows, measured like ours
+        row, measured = saved["cross_voice"][name], saved["methods"][name]
+        assert row["lmd_px"] == measured["lmd_px"] and row["opening_r"] == measured["opening_r"]
+        assert row["lmd_change"] == pytest.approx(measured["lmd_px"] / ours["lmd_px"] - 1)
+        assert (tmp_path / "ev" / f"{name}.mp4").is_file()
     n = saved["test_frames"]
     for name, m in saved["methods"].items():
         assert m["frames"] == (n - 1 if name == "ground_truth_late" else n), name
@@ -91,4 +98,5 @@ def test_evaluate_writes_metrics_baselines_and_a_report(demo_model, demo_geometr
     page = (tmp_path / "ev/report.html").read_text()
     assert "<table>" in page and "speech2lip (ours)" in page and "data:image/png;base64" in page
     assert "opening amplitude" in page and "best lag" in page
+    assert "Other voices" in page and "ours, voice +4 semitones" in page
     assert page.count("<img") >= 3

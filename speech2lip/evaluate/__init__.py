@@ -32,6 +32,7 @@ from speech2lip import __version__
 from speech2lip.atomic import write_json
 from speech2lip.config import EvaluateConfig, RenderConfig
 from speech2lip.errors import Speech2LipError
+from speech2lip.evaluate import voices
 from speech2lip.inputs import read_clip_audio, read_meta
 from speech2lip.media import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 
@@ -299,7 +300,7 @@ def report_pictures(tracks: dict, methods: dict, pick, box, loss_curve) -> dict:
         if key == "ground_truth" or None in (m.get("opening_r"), m.get("opening_amplitude")):
             return key
         return (
-            f"{report.LABELS.get(key, key)}: r {m['opening_r']:.2f}, amplitude "
+            f"{report.label(key)}: r {m['opening_r']:.2f}, amplitude "
             f"{m['opening_amplitude']:.2f}x, best lag {m['opening_best_lag']:+d}"
         )
 
@@ -366,17 +367,21 @@ def run(
     videos = {"speech2lip": video}
     if cfg.baselines:
         videos.update(render_baselines(ev, test_wav, source, out_dir))
+    videos.update(voices.render_pitch_shifted(ev, test_wav, audio, source, out_dir))
     pick = np.unique(np.linspace(0, len(test) - 1, cfg.strip_frames).round().astype(int))
     tracks, methods = measure_test(ev, videos, pasted, own_expert, test_wav, pick)
     summary = {
         "subject": out_dir.parent.name, "version": __version__,
         "test_frames": len(test), "mouth_box": list(ev.box), "methods": methods,
         "verdicts": verdicts(methods) if cfg.baselines else [],
+        "cross_voice": voices.cross_voice(methods, cfg.pitch_shifts),
         "driven": measure_driven(ev, driven, own_expert),
         **notes(cfg, own_expert, expert_state), "rendered_pasted_back": pasted, "seconds": None,
     }  # fmt: skip
     for line in summary["verdicts"]:
         (log.info if line.startswith("speech2lip beats") else log.warning)("evaluate: %s", line)
+    for line in voices.lines(summary["cross_voice"]):
+        log.info("evaluate: %s", line)
     pictures = report_pictures(tracks, methods, pick, ev.box, loss_curve)
     summary["seconds"] = time.monotonic() - t0
     write_json(out_dir / "metrics.json", summary)

@@ -33,6 +33,13 @@ LABELS = {"ground_truth": "ground truth", "speech2lip": "speech2lip (ours)",
           "ground_truth_late": "ground truth 1 frame late (reference)"}  # fmt: skip
 
 
+def label(name: str) -> str:
+    """A method's name in the report (`pitch+4`: ours with the voice shifted)."""
+    if name.startswith("pitch"):
+        return f"ours, voice {name.removeprefix('pitch')} semitones"
+    return LABELS.get(name, name)
+
+
 def _png(fig) -> bytes:
     import matplotlib.pyplot as plt
 
@@ -57,11 +64,11 @@ def time_plot(series: dict[str, np.ndarray], ylabel: str, title: str) -> bytes:
     fig, ax = plt.subplots(figsize=(10, 3.2))
     for name, values in series.items():
         style = {"color": "black", "linewidth": 2} if name == "ground_truth" else {}
-        ax.plot(np.arange(len(values)) / FPS, values, label=LABELS.get(name, name), **style)
+        ax.plot(np.arange(len(values)) / FPS, values, label=label(name), **style)
     ax.set_xlabel("seconds into the test split")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    labels = [LABELS.get(name, name) for name in series]
+    labels = [label(name) for name in series]
     if max((len(label) for label in labels), default=0) > 24:  # long labels: in rows below
         fig.set_size_inches(10, 3.2 + 0.25 * len(labels))
         ax.legend(fontsize=8, ncol=1, loc="upper left", bbox_to_anchor=(0, -0.28))
@@ -76,7 +83,7 @@ def curve_plot(curves: dict[str, list[float]], search: int) -> bytes:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.2))
     for name, values in curves.items():
-        ax.plot(range(-search, search + 1), values, "o-", label=LABELS.get(name, name))
+        ax.plot(range(-search, search + 1), values, "o-", label=label(name))
     ax.axvline(0, color="grey", linestyle="--")
     ax.set_xlabel("audio shift (frames)")
     ax.set_ylabel("mean cosine")
@@ -123,7 +130,7 @@ def table(methods: dict[str, dict]) -> str:
     for name, m in methods.items():
         cells = "".join(_cell(m.get(k), fmt) for k, _, fmt, _ in COLUMNS)
         cls = ' class="ours"' if name == "speech2lip" else ""
-        body.append(f"<tr{cls}><th>{html.escape(LABELS.get(name, name))}</th>{cells}</tr>")
+        body.append(f"<tr{cls}><th>{html.escape(label(name))}</th>{cells}</tr>")
     return f"<table><tr><th>method</th>{head}</tr>{''.join(body)}</table>"
 
 
@@ -136,6 +143,8 @@ code{background:#f4f4f4;padding:1px 4px}"""
 
 
 def write_html(path: Path, summary: dict, pictures: dict[str, bytes]) -> None:
+    from speech2lip.evaluate.voices import lines as cross_voice_lines
+
     """`report.html`: the metric table, verdicts, plots, strips and the loss curves."""
     subject = html.escape(summary["subject"])
     parts = [f"<!doctype html><html><head><meta charset=utf-8><title>speech2lip: {subject}"
@@ -160,6 +169,10 @@ def write_html(path: Path, summary: dict, pictures: dict[str, bytes]) -> None:
                        ("loss", "Training losses and held-out PSNR")):  # fmt: skip
         if key in pictures:
             parts.append(f"<h2>{title}</h2>{_img(pictures[key], title)}")
+    if summary.get("cross_voice"):
+        parts.append("<h2>Other voices (the test audio pitch-shifted, tempo kept)</h2>")
+        rows = cross_voice_lines(summary["cross_voice"])
+        parts.append("<ul>" + "".join(f"<li>{html.escape(t)}</li>" for t in rows) + "</ul>")
     if summary.get("driven"):
         parts.append("<h2>Driven by other audio (no ground truth)</h2>")
         parts.append(table(summary["driven"]))

@@ -123,6 +123,10 @@ class Renderer:
         self.rest_cond = cond.mean(0)
         self.rest_weight = np.asarray(weights, np.float32)
 
+    def clear_rest(self) -> None:
+        """Back to the audio's own lips everywhere (undo `set_rest`)."""
+        self.rest_cond = self.rest_weight = None
+
     def condition(self, mel_ctx, out_ids=None):
         """The lips' conditioning `(B, D)` of mel windows `mel_ctx` (a tensor), blended
         towards the rest mouth for output frames `out_ids` where `set_rest` says so."""
@@ -156,6 +160,26 @@ class Renderer:
                                              self.cfg.c2o_iterations, lips, cond)  # fmt: skip
         img = (out * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
         return img, arrays["mouth_origin"]
+
+
+def rest_in_silence(renderer: Renderer, data, audio, wav, n: int, cfg: RenderConfig) -> np.ndarray:
+    """Voice activity of the `n` output frames of `wav`: the silent runs' mouths move to the
+    subject's rest mouth (learned from the silent train frames of its own audio `audio`).
+    Returns the silent frames `(n,)`."""
+    from speech2lip.data.voice import rest_frames, rest_weights, silent_frames, speech_probability
+    from speech2lip.inputs import read_clip_audio
+
+    silent = silent_frames(speech_probability(wav, n), cfg.silence_min_frames)
+    if not silent.any():
+        log.info("render: no silent span of %d+ frames in the audio", cfg.silence_min_frames)
+        return silent
+    own = speech_probability(read_clip_audio(audio, len(data)), len(data))
+    rest = rest_frames(own, data.split_ids("train"))
+    renderer.set_rest(rest, rest_weights(silent, cfg.silence_ramp))
+    log.info("render: %d of %d frames silent (%.1f s): the mouth rests there (the mean of %d "
+             "silent train frames)%s", silent.sum(), n, silent.sum() / FPS, len(rest),
+             "; the audio is silent throughout" if silent.all() else "")  # fmt: skip
+    return silent
 
 
 def paste(frame: np.ndarray, mouth: np.ndarray, origin) -> np.ndarray:
