@@ -3,7 +3,9 @@
 Outputs in the stage folder (`results/{subject}/resample/`):
 
 - `frames.mkv`: FFV1 (lossless RGB), exactly the pixels every later stage sees;
-- `audio.wav`: 16 kHz mono PCM, exactly `n_frames * 640` samples (one 40 ms hop per frame);
+- `audio.wav`: 16 kHz mono PCM, exactly `n_frames * 640` samples (one 40 ms hop per frame),
+  moved by the source's audio/video offset when one is found (`resample.av_offset`,
+  `speech2lip.data.avsync`);
 - `meta.json`: frame count, size, fps, duration, the source probe, the crop box (source pixels,
   rotation applied) and the train/test split (first 90 % / last 10 % of frames).
 
@@ -25,6 +27,7 @@ from tqdm import tqdm
 from speech2lip import __version__
 from speech2lip.atomic import atomic_path
 from speech2lip.config import ResampleConfig
+from speech2lip.data import avsync
 from speech2lip.errors import Speech2LipError
 from speech2lip.media import (
     FPS,
@@ -207,8 +210,10 @@ def write_frames(video, path, size: tuple[int, int], box, cfg: ResampleConfig, e
     return n
 
 
-def write_audio(video, path, info: Probe, n: int) -> tuple[np.ndarray, dict]:
-    """The audio track as 16 kHz mono PCM in `path`, shifted and cut to the `n` frames."""
+def write_audio(video, path, info: Probe, n: int, frames, size, cfg: ResampleConfig):
+    """The audio track as 16 kHz mono PCM in `path`, shifted and cut to the `n` frames, then
+    moved by the source's audio/video offset (`find_av_offset` on the written `frames`).
+    Returns the samples, how they were fitted and the offset record."""
     audio, fit = fit_audio(read_audio(video, SAMPLE_RATE), info.audio_start - info.video_start, n)
     log.info(
         "audio/video reconciled: offset %+d samples, tail %+d samples (%+.1f ms)",
@@ -216,8 +221,34 @@ def write_audio(video, path, info: Probe, n: int) -> tuple[np.ndarray, dict]:
     )  # fmt: skip
     if abs(fit["tail_ms"]) > 500:
         log.warning("audio and video lengths differ by %.0f ms: check the source", fit["tail_ms"])
+    sync = find_av_offset(frames, size, audio, n, cfg.av_offset)
+    audio = avsync.shift_audio(audio, sync["applied"])
     sf.write(path, audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")
-    return audio, fit
+    return audio, fit, sync
+
+
+def find_av_offset(frames, size: tuple[int, int], audio: np.ndarray, n: int, setting) -> dict:
+    """The source's audio/video offset (`speech2lip.data.avsync`): with `setting` 'auto', the
+    mouth opening of the resampled `frames` (MediaPipe) against the audio's mel windows; a
+    number of frames is taken as it is."""
+    if setting != "auto":
+        applied, reason = avsync.decide({}, setting)
+        return {"setting": setting, "applied": applied, "reason": reason}
+    from speech2lip.data.audio import frame_mel_windows
+    from speech2lip.faces.landmarkers import landmark_frames, open_landmarker
+    from speech2lip.geometry.topology import inner_lip_opening
+
+    with open_landmarker("mediapipe") as marker:
+        points, found, _ = landmark_frames(read_frames(frames, *size), n, marker)
+    found_offset = avsync.estimate(frame_mel_windows(audio, n), inner_lip_opening(points), found)
+    applied, reason = avsync.decide(found_offset, setting)
+    log.info("audio/video offset: %+d frames found (r %s, confidence %.2f); %s, %+d applied "
+             "(+: the sound trailed the picture)", found_offset["frames"],
+             "n/a" if found_offset["r"] is None else f"{found_offset['r']:.2f}",
+             found_offset["confidence"], reason, applied)  # fmt: skip
+    return {"setting": setting, "found": found_offset["frames"], "r": found_offset["r"],
+            "r_at_zero": found_offset["r_at_zero"], "confidence": found_offset["confidence"],
+            "applied": applied, "reason": reason, "curve": found_offset["curve"]}  # fmt: skip
 
 
 def run(video: str | Path, out_dir: str | Path, cfg: ResampleConfig) -> dict:
@@ -241,7 +272,7 @@ def run(video: str | Path, out_dir: str | Path, cfg: ResampleConfig) -> dict:
         wav_tmp = stack.enter_context(atomic_path(out_dir / "audio.wav"))
         mkv_tmp = stack.enter_context(atomic_path(out_dir / "frames.mkv"))
         n = write_frames(video, mkv_tmp, (out_w, out_h), box, cfg, expected)
-        audio, fit = write_audio(video, wav_tmp, info, n)
+        audio, fit, sync = write_audio(video, wav_tmp, info, n, mkv_tmp, (out_w, out_h), cfg)
         meta = {
             "schema_version": SCHEMA_VERSION,
             "speech2lip_version": __version__,
@@ -254,6 +285,7 @@ def run(video: str | Path, out_dir: str | Path, cfg: ResampleConfig) -> dict:
             "frames_codec": "ffv1 (lossless, RGB)",
             "audio": {"file": "audio.wav", "sample_rate": SAMPLE_RATE, "channels": 1,
                       "n_samples": len(audio), "samples_per_frame": SAMPLES_PER_FRAME, **fit},
+            "av_offset": sync,
             "crop": {"mode": mode, "box": list(box), "source_size": [info.width, info.height],
                      "scale": [out_w / box[2], out_h / box[3]]},
             "split": split_indices(n, cfg.test_fraction),

@@ -40,6 +40,9 @@ MEL_FPS = SAMPLE_RATE // HOP  # 80
 MEL_WINDOW = 16  # mel frames per window: 0.2 s
 MFCC_PER_FRAME = 4  # 100 MFCC frames/s at 25 fps
 N_MFCC = 13
+# Frame i's audio code is built from the mel windows of frames i + AUDIO_OFFSET - r ..
+# i + AUDIO_OFFSET + r: with -2 the centre window (0.2 s = 5 frames) is centred on frame i.
+AUDIO_OFFSET = -2
 
 
 def _hz_to_mel(hz: np.ndarray) -> np.ndarray:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from speech2lip.data.audio import context_indices
+from speech2lip.data.audio import AUDIO_OFFSET, context_indices
 from speech2lip.data.shards import WarpData
 
 FIELDS = ["canonical_lips", "canonical_mask", "mouth", "mouth_origin", "relative_pose",
@@ -42,11 +42,6 @@ def read_audio(data: WarpData, ids: np.ndarray, features: str | None) -> np.ndar
     """Frames `ids`' audio windows as the model hears them `(len(ids), rows, 16)`."""
     ids = np.asarray(ids)
     return join_audio({f: data.read_field(f, ids) for f in audio_fields(features)}, features)
-
-
-# Frame i's audio code is built from the mel windows of frames i + AUDIO_OFFSET - r ..
-# i + AUDIO_OFFSET + r: with -2 the centre window (0.2 s = 5 frames) is centred on frame i.
-AUDIO_OFFSET = -2
 
 
 def timestamps(ids: np.ndarray, n_frames: int) -> np.ndarray:
