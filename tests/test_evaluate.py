@@ -58,17 +58,28 @@ def rendered(demo_model, demo_geometry, demo_warp, tmp_path_factory):
     return out
 
 
-def test_evaluate_writes_metrics_baselines_and_a_report(demo_model, demo_geometry, demo_warp,
-                                                        rendered, tmp_path):  # fmt: skip
+def test_evaluate_writes_metrics_baselines_and_a_report(
+    demo_model, demo_geometry, demo_warp, demo_video, rendered, tmp_path
+):
+
     from speech2lip.evaluate import run
+    from speech2lip.render import run as render
 
     r = demo_geometry / "resample"
+    driven = tmp_path / "driven/own_voice.mp4"  # driven by the demo's own speech
+    render(model=demo_model, index=demo_warp / "index.json", frames=r / "frames.mkv",
+           meta=r / "meta.json", audio=r / "audio.wav", video=driven, driving=str(demo_video),
+           cfg=RenderConfig(output_size="cropped"), device="cpu")  # fmt: skip
     summary = run(model=demo_model, index=demo_warp / "index.json", frames=r / "frames.mkv",
                   meta=r / "meta.json", audio=r / "audio.wav", video=rendered,
                   figures=rendered.with_suffix(".json"), expert=tmp_path / "no_expert/expert.pt",
                   loss_curve=demo_model.parent / "loss_curve.png", out_dir=tmp_path / "ev",
-                  cfg=EvaluateConfig(strip_frames=3), device="cpu")  # fmt: skip
+                  cfg=EvaluateConfig(strip_frames=3), driven=[str(driven)],
+                  device="cpu")  # fmt: skip
     saved = json.loads((tmp_path / "ev/metrics.json").read_text())
+    row = saved["driven"]["own_voice"]  # the driven mouth's spread against the ground truth's
+    rendered_frames = json.loads(driven.with_suffix(".json").read_text())["frames"]
+    assert row["frames"] == rendered_frames and 0 < row["opening_amplitude"] < 5
     assert saved["methods"].keys() == {"ground_truth", "ground_truth_late", "speech2lip",
                                        "static_mouth", "nearest_audio",
                                        "pitch+4", "pitch-4"}  # fmt: skip

@@ -34,7 +34,7 @@ from speech2lip.config import EvaluateConfig, RenderConfig
 from speech2lip.errors import Speech2LipError
 from speech2lip.evaluate import voices
 from speech2lip.inputs import read_clip_audio, read_meta
-from speech2lip.media import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from speech2lip.media import FPS, SAMPLES_PER_FRAME
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,14 @@ class Evaluation:
             from speech2lip.models.syncnet_v2 import load_syncnet_v2
 
             self.syncnet = load_syncnet_v2(cfg.syncnet).to(device)
+
+    def train_spread(self) -> float:
+        """The std of the subject's inner-lip opening over its train split (px, from the
+        landmarks stage): how widely the real mouth moves over the whole recording."""
+        from speech2lip.geometry.topology import inner_lip_opening
+
+        points = self.data.read_field("landmarks", self.data.split_ids("train"))
+        return float(np.std(inner_lip_opening(points)))
 
     def decode(self, video: Path, pasted_back: bool, limit: int):
         """A rendered video's frames in the resampled geometry."""
@@ -252,28 +260,6 @@ def measure_test(ev: Evaluation, videos: dict, pasted: bool, expert, test_wav, p
     return tracks, methods
 
 
-def measure_driven(ev: Evaluation, driven, expert) -> dict:
-    """The reference-free metrics of each driven video (its figures `<stem>.json` beside it)."""
-    from speech2lip.data.audio import frame_mel_windows
-    from speech2lip.evaluate.measure import measure
-    from speech2lip.media import probe, read_audio
-    from speech2lip.renderer.frames import pingpong
-
-    rows = {}
-    for path in map(Path, driven):
-        n = int(round(probe(path).duration * FPS))
-        stats_file = path.with_suffix(".json")
-        stats = json.loads(stats_file.read_text()) if stats_file.is_file() else {}
-        bg = pingpong(n, len(ev.data), int(stats.get("start_frame", 0)))
-        wav = read_audio(path, SAMPLE_RATE)[: n * SAMPLES_PER_FRAME]
-        wav = np.pad(wav, (0, n * SAMPLES_PER_FRAME - len(wav)))
-        track = measure(path.stem, ev.decode(path, bool(stats.get("pasted_back")), n),
-                        ev.data.read_field("mouth_origin", bg), ev.box, None,
-                        ev.face_boxes(bg), ev.cfg.landmarks, ev.cfg.cpbd_edges)  # fmt: skip
-        rows[path.stem] = ev.summary_of(track, None, expert, frame_mel_windows(wav, n), wav)
-    return rows
-
-
 def notes(cfg: EvaluateConfig, expert, expert_state: str) -> dict:
     """What each sync figure is, in words, for the report."""
     sync_note = ("LSE-D / LSE-C: syncnet_python's SyncNet (" + cfg.syncnet + "), 5-frame "
@@ -375,7 +361,7 @@ def run(
         "test_frames": len(test), "mouth_box": list(ev.box), "methods": methods,
         "verdicts": verdicts(methods) if cfg.baselines else [],
         "cross_voice": voices.cross_voice(methods, cfg.pitch_shifts),
-        "driven": measure_driven(ev, driven, own_expert),
+        "driven": voices.measure_driven(ev, driven, own_expert, ev.train_spread()),
         **notes(cfg, own_expert, expert_state), "rendered_pasted_back": pasted, "seconds": None,
     }  # fmt: skip
     for line in summary["verdicts"]:

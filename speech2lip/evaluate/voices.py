@@ -1,5 +1,6 @@
-"""Cross-voice rows of the evaluation: the test split re-rendered from its own audio with the
-voice changed, measured against the same ground truth.
+"""The evaluation's other voices: cross-voice rows (the test split re-rendered from its own
+audio with the voice changed, measured against the same ground truth), and the videos driven by
+other audio (no ground truth: reference-free metrics, and how widely the mouth moves).
 
 A pitch shift with the tempo kept (`evaluate.pitch_shifts`, semitones; ffmpeg's rubberband, so
 the formants move too, as with another speaker) changes who seems to speak but not when or what:
@@ -11,12 +12,13 @@ voice rather than on what is said.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from speech2lip.media import pitch_shift
+from speech2lip.media import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, pitch_shift
 
 log = logging.getLogger(__name__)
 
@@ -81,3 +83,30 @@ def lines(rows: dict) -> list[str]:
         for row in rows.values()
         if None not in (row["lmd_px"], row["lmd_change"], row["opening_r"], row["opening_r_drop"])
     ]
+
+
+def measure_driven(ev, driven, expert, spread: float | None = None) -> dict:
+    """The reference-free metrics of each driven video (its figures `<stem>.json` beside it),
+    and its `opening_amplitude`: the spread (std) of its inner-lip opening over `spread`, the
+    subject's own (a mouth that barely moves with new speech shows here)."""
+    from speech2lip.data.audio import frame_mel_windows
+    from speech2lip.evaluate.measure import measure
+    from speech2lip.media import probe, read_audio
+    from speech2lip.renderer.frames import pingpong
+
+    rows = {}
+    for path in map(Path, driven):
+        n = int(round(probe(path).duration * FPS))
+        stats_file = path.with_suffix(".json")
+        stats = json.loads(stats_file.read_text()) if stats_file.is_file() else {}
+        bg = pingpong(n, len(ev.data), int(stats.get("start_frame", 0)))
+        wav = read_audio(path, SAMPLE_RATE)[: n * SAMPLES_PER_FRAME]
+        wav = np.pad(wav, (0, n * SAMPLES_PER_FRAME - len(wav)))
+        track = measure(path.stem, ev.decode(path, bool(stats.get("pasted_back")), n),
+                        ev.data.read_field("mouth_origin", bg), ev.box, None,
+                        ev.face_boxes(bg), ev.cfg.landmarks, ev.cfg.cpbd_edges)  # fmt: skip
+        rows[path.stem] = ev.summary_of(track, None, expert, frame_mel_windows(wav, n), wav)
+        opening = np.asarray(track.opening, np.float64)
+        if spread and np.isfinite(opening).sum() > 1:
+            rows[path.stem]["opening_amplitude"] = float(np.nanstd(opening) / spread)
+    return rows
