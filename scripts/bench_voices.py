@@ -1,0 +1,74 @@
+"""What the audio features predict of the mouth, own voice and other voices, in seconds.
+
+    python scripts/bench_voices.py results/obama/warp/index.json [...] [--shifts 4 -4]
+
+For each warp output and each `train.model.features` choice (mel, phones, mel+phones), fits
+the lip-shape regression exactly as `train` does (the demo preset's radius, ridge and
+calibration) on the train split, then predicts the test split's lip-shape codes from its own
+audio and from that audio pitch-shifted (tempo kept). It prints the predicted inner-lip
+opening's correlation with the real one and its amplitude (std ratio): the part of the model
+that decides how the mouth moves, without training the image model (a full run gives the
+rendered figures: `evaluate`'s cross-voice rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+
+import numpy as np
+import torch
+
+from speech2lip.config import TrainConfig
+from speech2lip.data.shards import WarpData
+from speech2lip.geometry.lipshape import LipShapeBasis
+from speech2lip.inputs import read_clip_audio
+from speech2lip.media import pitch_shift
+from speech2lip.models.shape import ShapeRegressor
+from speech2lip.renderer import audio_windows, mel_contexts
+from speech2lip.train.guidance import lip_shapes
+from speech2lip.train.presets import resolve
+
+FEATURES = ("mel", "phones", "mel+phones")
+
+
+def bench(index: str, shifts: list[float]) -> None:
+    data = WarpData(index)
+    root = data.index_path.parent.parent
+    wav = read_clip_audio(root / "resample/audio.wav", len(data))
+    train, test = data.split_ids("train"), data.split_ids("test")
+    points = data.read_field("landmarks", np.arange(len(data))).astype(np.float64)
+    voices = {0.0: wav, **{s: pitch_shift(wav, s) for s in shifts}}
+    for features in FEATURES:
+        t0 = time.monotonic()
+        opts = resolve(TrainConfig())
+        opts = dataclasses.replace(opts, model=dataclasses.replace(opts.model, features=features))
+        codes, fitted = lip_shapes(data, train, opts)
+        reference = points[int(data.canonical["canonical_index"])]
+        basis = LipShapeBasis.fit(points[train], reference, opts.model.shape_dim)
+        regressor = ShapeRegressor(fitted["mean"].size, codes.shape[1])
+        regressor.load(fitted)
+        real = basis.opening(codes[test])
+        cells = []
+        for semitones, audio in voices.items():
+            ctx = mel_contexts(audio_windows(audio, features), opts.model.audio_radius)[test]
+            with torch.no_grad():
+                opening = basis.opening(regressor(torch.as_tensor(ctx)).numpy())
+            r = np.corrcoef(opening, real)[0, 1]
+            cells.append(f"{semitones:+g} st: r {r:.2f}, {opening.std() / real.std():.2f}x")
+        print(f"{root.name} | {features:10s} | " + " | ".join(cells)
+              + f" | {time.monotonic() - t0:.0f} s", flush=True)  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("indexes", nargs="+", help="results/<subject>/warp/index.json")
+    parser.add_argument("--shifts", nargs="*", type=float, default=[4.0, -4.0])
+    args = parser.parse_args()
+    for index in args.indexes:
+        bench(index, args.shifts)
+
+
+if __name__ == "__main__":
+    main()
