@@ -22,36 +22,41 @@ from speech2lip.config import RenderConfig
 from speech2lip.errors import Speech2LipError
 from speech2lip.inputs import read_clip_audio, read_meta
 from speech2lip.media import FPS, SAMPLES_PER_FRAME
-from speech2lip.renderer import (
-    FIELDS,
-    Renderer,
-    audio_windows,
-    load_driving_audio,
-    rest_in_silence,
-    stream_video,
-)
+from speech2lip.renderer import FIELDS, Renderer, SubjectVoice, load_driving_audio, stream_video
 from speech2lip.renderer.frames import pingpong
 
 log = logging.getLogger(__name__)
 
 
-def speech_and_backgrounds(data, audio, driving, start_frame: int, features: str = "mel"):
-    """What to render: (16 kHz samples, per-frame audio windows as the model hears them
-    (`features`), background frame ids, what in words): the test split's own audio over its own
-    frames (its windows from the warp shards), or `driving` over ping-pong (its windows
-    computed here, once)."""
-    from speech2lip.data.batches import read_audio
-
+def speech_and_backgrounds(data, audio, driving, start_frame: int):
+    """What to render: (16 kHz samples, background frame ids, what in words): the test split's
+    own audio over its own frames, or `driving` over ping-pong."""
     if driving is None:
         ids = data.split_ids("test")
         if len(ids) == 0:
             raise Speech2LipError(f"{data.index_path}: the test split is empty")
         wav = read_clip_audio(audio, len(data))
         wav = wav[ids[0] * SAMPLES_PER_FRAME : (ids[-1] + 1) * SAMPLES_PER_FRAME]
-        return wav, read_audio(data, ids, features), ids, "the test split"
+        return wav, ids, "the test split"
     wav = load_driving_audio(driving)
-    windows = audio_windows(wav, features, str(driving))
-    return wav, windows, pingpong(len(windows), len(data), start_frame), f"driving audio {driving}"
+    n = len(wav) // SAMPLES_PER_FRAME
+    return wav, pingpong(n, len(data), start_frame), f"driving audio {driving}"
+
+
+def heard(data, audio, wav, driving, cfg: RenderConfig, features: str):
+    """The model's audio windows of the output frames, and the silent frames (None with
+    `render.silence` off): the test split's from the warp shards (its own voice), driving
+    audio's computed here once (brought to the subject's level with `render.match_level`);
+    silent spans rest the mouth (`SubjectVoice.rest_in_silence`, applied by the caller)."""
+    from speech2lip.data.batches import read_audio
+    from speech2lip.data.voice import speech_probability
+
+    n = len(wav) // SAMPLES_PER_FRAME
+    voice = SubjectVoice(data, audio) if cfg.silence or driving is not None else None
+    prob = speech_probability(wav, n) if voice is not None else None
+    if driving is None:
+        return read_audio(data, data.split_ids("test"), features), voice, prob
+    return voice.heard(wav, prob, features, str(driving), cfg), voice, prob
 
 
 def run(
@@ -88,15 +93,15 @@ def run(
         raise Speech2LipError(
             f"{index} has {len(data)} frames, {meta} {clip['n_frames']}: re-run warp"
         )
-    wav, mel, background, what = speech_and_backgrounds(data, audio, driving, cfg.start_frame,
-                                                        net.sizes.features)  # fmt: skip
+    wav, background, what = speech_and_backgrounds(data, audio, driving, cfg.start_frame)
+    mel, voice, prob = heard(data, audio, wav, driving, cfg, net.sizes.features)
     log.info("render: %s, %d frames (%.1f s) on %s", what, len(mel), len(mel) / FPS, dev)
     offsets = pose_schedule(len(mel), cfg)
     pose = None
     if np.abs(offsets).max() > 0:
         pose = PoseControl(net, offsets, data.canonical["canonical_pose"])
     renderer = Renderer(net, data, cfg, dev)
-    silent = rest_in_silence(renderer, data, audio, wav, len(mel), cfg) if cfg.silence else None
+    silent = voice.rest_in_silence(renderer, prob, cfg) if cfg.silence else None
     stats = stream_video(renderer, mel, background, wav, video, Path(frames), clip,
                          source, pose)  # fmt: skip
     stats.update({"audio": str(driving) if driving else "test split", "device": dev,

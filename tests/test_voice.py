@@ -148,3 +148,56 @@ def test_silent_driving_audio_renders_a_resting_mouth(demo_model, demo_geometry,
               RenderConfig(output_size="cropped", encoder_preset="ultrafast", silence=False),
               driving=str(drive), device="cpu")  # fmt: skip
     assert off["silent_frames"] is None
+
+
+def test_speech_level_and_matching():
+    from speech2lip.data.voice import match_level, speech_level
+
+    rng = np.random.default_rng(0)
+    wav = np.concatenate([rng.normal(0, 0.1, 640 * 10), np.zeros(640 * 10)]).astype(np.float32)
+    prob = np.r_[np.ones(10), np.zeros(10)]
+    assert speech_level(wav, prob) == pytest.approx(-20.0, abs=0.2)  # the speech frames only
+    assert speech_level(wav, np.zeros(20)) is None
+    louder, gain = match_level(wav, prob, -8.0)
+    assert gain == pytest.approx(12.0, abs=0.2) and speech_level(louder, prob) == pytest.approx(-8)
+    same, gain = match_level(wav, np.zeros(20), -8.0)  # no speech: nothing to match
+    assert same is wav and gain == 0.0
+    capped, gain = match_level(wav, prob, 40.0)
+    assert gain == 30.0  # at most 30 dB
+
+
+def _frames(path, meta):
+    from speech2lip.media import read_frames
+
+    return np.stack(list(read_frames(path, meta["width"], meta["height"])))
+
+
+@pytest.mark.parametrize("match", [True, False])
+def test_quiet_driving_speech_is_heard_at_the_subjects_level(match, demo_model, demo_geometry,
+                                                             demo_warp, tmp_path):  # fmt: skip
+    """The subject's own speech 12 dB quieter drives the same mouths as at its own level with
+    `render.match_level`, and other mouths without it."""
+    import json
+
+    from speech2lip.render import run
+
+    r = demo_geometry / "resample"
+    own, rate = sf.read(r / "audio.wav", dtype="float32")
+    cfg = RenderConfig(output_size="cropped", encoder_preset="ultrafast", crf=0,
+                       match_level=match)  # fmt: skip
+    outs = []
+    for name, gain in (("own", 1.0), ("quiet", 10 ** (-12 / 20))):
+        sf.write(tmp_path / f"{name}.wav", own * gain, rate, subtype="FLOAT")
+        out = tmp_path / f"{name}.mp4"
+        run(demo_model, demo_warp / "index.json", r / "frames.mkv", r / "meta.json",
+            r / "audio.wav", out, cfg, driving=str(tmp_path / f"{name}.wav"),
+            device="cpu")  # fmt: skip
+        outs.append(out)
+    meta = json.loads((r / "meta.json").read_text())
+    a, b = (_frames(p, meta).astype(int) for p in outs)
+    assert a.shape == b.shape
+    diff = np.abs(a - b)
+    if match:  # the same mouths, but for the VAD's view of the quieter copy (a dB or less)
+        assert diff.max() <= 6 and diff.mean() < 0.01
+    else:  # the quieter voice moves the mouth differently
+        assert diff.max() > 20 and diff.mean() > 0.05

@@ -119,3 +119,27 @@ def rest_frames(prob: np.ndarray, ids: np.ndarray, min_count: int = 5) -> np.nda
         return quiet
     k = min(len(ids), max(min_count, len(ids) // 20))
     return ids[np.argsort(prob[ids], kind="stable")[:k]]
+
+
+def speech_level(wav: np.ndarray, prob: np.ndarray) -> float | None:
+    """The level (dBFS, RMS) of `wav`'s speech: its video frames (640 samples) whose speech
+    probability `prob` `(n,)` is at least `THRESHOLD`; None when none is."""
+    n = min(len(prob), len(wav) // SAMPLES_PER_FRAME)
+    frames = np.asarray(wav[: n * SAMPLES_PER_FRAME], np.float64).reshape(n, -1)
+    speech = frames[np.asarray(prob[:n]) >= THRESHOLD]
+    if len(speech) == 0:
+        return None
+    return float(10 * np.log10(max(np.mean(speech**2), 1e-12)))
+
+
+def match_level(
+    wav: np.ndarray, prob: np.ndarray, target_db: float | None, limit_db: float = 30.0
+) -> tuple[np.ndarray, float]:
+    """`wav` scaled so that its speech (`speech_level`) is `target_db` loud, and the gain (dB,
+    within +-`limit_db`); unchanged (gain 0) without speech or target. The result may exceed
+    1: it feeds the features, never a file."""
+    level = speech_level(wav, prob)
+    if level is None or target_db is None:
+        return wav, 0.0
+    gain = float(np.clip(target_db - level, -limit_db, limit_db))
+    return (np.asarray(wav, np.float32) * np.float32(10 ** (gain / 20))), gain

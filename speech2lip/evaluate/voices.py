@@ -4,8 +4,9 @@ other audio (no ground truth: reference-free metrics, and how widely the mouth m
 
 A pitch shift with the tempo kept (`evaluate.pitch_shifts`, semitones; ffmpeg's rubberband, so
 the formants move too, as with another speaker) changes who seems to speak but not when or what:
-the ground truth's lips still hold frame by frame. Each shifted row is rendered exactly as
-`render` renders ours (same renderer settings, the same rest mouth in silent spans), so the
+the ground truth's lips still hold frame by frame. Each shifted row is rendered as `render`
+renders driving audio (same renderer settings, the level matched to the subject's, the same
+rest mouth in silent spans), so the
 loss of LMD and of opening correlation against ours measures how much the model leans on the
 voice rather than on what is said.
 """
@@ -32,18 +33,21 @@ def render_pitch_shifted(ev, test_wav: np.ndarray, audio, source, out_dir: Path)
     """Render the test split driven by `test_wav` shifted by each of `ev.cfg.pitch_shifts`
     into `out_dir/<row>.mp4`; `audio`: the subject's own audio.wav (its silent train frames give
     the rest mouth). Returns {row name: video path}."""
-    from speech2lip.renderer import audio_windows, rest_in_silence, stream_video
+    from speech2lip.data.voice import speech_probability
+    from speech2lip.renderer import SubjectVoice, stream_video
 
-    renderer, test = ev.renderer, ev.test
+    renderer, test, cfg = ev.renderer, ev.test, ev.renderer.cfg
+    voice = SubjectVoice(ev.data, audio) if ev.cfg.pitch_shifts else None
     videos = {}
     for semitones in ev.cfg.pitch_shifts:
         name = row_name(semitones)
         log.info("evaluate: rendering the test split with its voice %+g semitones", semitones)
         shifted = pitch_shift(test_wav, semitones)
-        windows = audio_windows(shifted, ev.model.sizes.features,
-                                f"the test audio shifted {semitones:+g} semitones")  # fmt: skip
-        if renderer.cfg.silence:
-            rest_in_silence(renderer, ev.data, audio, shifted, len(test), renderer.cfg)
+        prob = speech_probability(shifted, len(test))
+        windows = voice.heard(shifted, prob, ev.model.sizes.features,
+                              f"the test audio shifted {semitones:+g} semitones", cfg)  # fmt: skip
+        if cfg.silence:
+            voice.rest_in_silence(renderer, prob, cfg)
         try:
             path = out_dir / f"{name}.mp4"
             stream_video(renderer, windows, test, shifted, path, ev.frames_path, ev.meta, source,

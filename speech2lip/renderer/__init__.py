@@ -162,24 +162,50 @@ class Renderer:
         return img, arrays["mouth_origin"]
 
 
-def rest_in_silence(renderer: Renderer, data, audio, wav, n: int, cfg: RenderConfig) -> np.ndarray:
-    """Voice activity of the `n` output frames of `wav`: the silent runs' mouths move to the
-    subject's rest mouth (learned from the silent train frames of its own audio `audio`).
-    Returns the silent frames `(n,)`."""
-    from speech2lip.data.voice import rest_frames, rest_weights, silent_frames, speech_probability
-    from speech2lip.inputs import read_clip_audio
+class SubjectVoice:
+    """The subject's own voice, for driving audio: where its clip has speech (silero-vad, per
+    frame) and how loud its speech is over the train split. Computed once per render."""
 
-    silent = silent_frames(speech_probability(wav, n), cfg.silence_min_frames)
-    if not silent.any():
-        log.info("render: no silent span of %d+ frames in the audio", cfg.silence_min_frames)
+    def __init__(self, data, audio) -> None:
+        from speech2lip.data.voice import speech_level, speech_probability
+        from speech2lip.inputs import read_clip_audio
+
+        self.data = data
+        wav = read_clip_audio(audio, len(data))
+        self.prob = speech_probability(wav, len(data))
+        train = data.split_ids("train")
+        lo, hi = train[0] * SAMPLES_PER_FRAME, (train[-1] + 1) * SAMPLES_PER_FRAME
+        self.level_db = speech_level(wav[lo:hi], self.prob[train])
+
+    def heard(self, wav: np.ndarray, prob: np.ndarray, features: str, source: str, cfg):
+        """The model's audio windows of driving `wav` (speech probability `prob` per frame):
+        with `cfg.match_level`, of `wav` brought to the subject's speech level first."""
+        from speech2lip.data.voice import match_level
+
+        if cfg.match_level:
+            wav, gain = match_level(wav, prob, self.level_db)
+            if gain:
+                log.info("render: driving speech %+.1f dB to the subject's level (%.1f dBFS) "
+                         "for the features", gain, self.level_db)  # fmt: skip
+        return audio_windows(wav, features, source)
+
+    def rest_in_silence(self, renderer: Renderer, prob: np.ndarray, cfg: RenderConfig):
+        """The silent runs of output frames with speech probability `prob`: their mouths move to
+        the subject's rest mouth (the mean of its silent train frames). Returns the silent
+        frames `(n,)`."""
+        from speech2lip.data.voice import rest_frames, rest_weights, silent_frames
+
+        n = len(prob)
+        silent = silent_frames(prob, cfg.silence_min_frames)
+        if not silent.any():
+            log.info("render: no silent span of %d+ frames in the audio", cfg.silence_min_frames)
+            return silent
+        rest = rest_frames(self.prob, self.data.split_ids("train"))
+        renderer.set_rest(rest, rest_weights(silent, cfg.silence_ramp))
+        log.info("render: %d of %d frames silent (%.1f s): the mouth rests there (the mean of "
+                 "%d silent train frames)%s", silent.sum(), n, silent.sum() / FPS, len(rest),
+                 "; the audio is silent throughout" if silent.all() else "")  # fmt: skip
         return silent
-    own = speech_probability(read_clip_audio(audio, len(data)), len(data))
-    rest = rest_frames(own, data.split_ids("train"))
-    renderer.set_rest(rest, rest_weights(silent, cfg.silence_ramp))
-    log.info("render: %d of %d frames silent (%.1f s): the mouth rests there (the mean of %d "
-             "silent train frames)%s", silent.sum(), n, silent.sum() / FPS, len(rest),
-             "; the audio is silent throughout" if silent.all() else "")  # fmt: skip
-    return silent
 
 
 def paste(frame: np.ndarray, mouth: np.ndarray, origin) -> np.ndarray:
