@@ -5,10 +5,11 @@
 For each warp output and each `train.model.features` choice (mel, phones, mel+phones), fits
 the lip-shape regression exactly as `train` does (the demo preset's radius, ridge and
 calibration) on the train split, then predicts the test split's lip-shape codes from its own
-audio and from that audio pitch-shifted (tempo kept). It prints the predicted inner-lip
-opening's correlation with the real one and its amplitude (std ratio): the part of the model
-that decides how the mouth moves, without training the image model (a full run gives the
-rendered figures: `evaluate`'s cross-voice rows).
+audio and from that audio pitch-shifted (tempo kept). The audio features are computed afresh
+from the clip's audio, so the figures follow the current feature code. It prints the
+predicted inner-lip opening's correlation with the real one and its amplitude (std ratio): the
+part of the model that decides how the mouth moves, without training the image model (a full
+run gives the rendered figures: `evaluate`'s cross-voice rows).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import numpy as np
 import torch
 
 from speech2lip.config import TrainConfig
+from speech2lip.data.audio import frame_mel_windows
+from speech2lip.data.phones import frame_phone_windows
 from speech2lip.data.shards import WarpData
 from speech2lip.geometry.lipshape import LipShapeBasis
 from speech2lip.inputs import read_clip_audio
@@ -33,10 +36,31 @@ from speech2lip.train.presets import resolve
 FEATURES = ("mel", "phones", "mel+phones")
 
 
+class Fresh:
+    """A warp output whose audio fields (`mel`, `phones`) are computed again from the clip's
+    audio by this code, so a change to the features is measured without re-running warp."""
+
+    def __init__(self, data: WarpData, wav: np.ndarray) -> None:
+        self.data, n = data, len(data)
+        self.audio = {"mel": frame_mel_windows(wav, n), "phones": frame_phone_windows(wav, n)}
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getattr__(self, name: str):
+        return getattr(self.data, name)
+
+    def read_field(self, name: str, ids: np.ndarray) -> np.ndarray:
+        if name in self.audio:
+            return self.audio[name][np.asarray(ids)]
+        return self.data.read_field(name, ids)
+
+
 def bench(index: str, shifts: list[float]) -> None:
-    data = WarpData(index)
-    root = data.index_path.parent.parent
-    wav = read_clip_audio(root / "resample/audio.wav", len(data))
+    warped = WarpData(index)
+    root = warped.index_path.parent.parent
+    wav = read_clip_audio(root / "resample/audio.wav", len(warped))
+    data = Fresh(warped, wav)
     train, test = data.split_ids("train"), data.split_ids("test")
     points = data.read_field("landmarks", np.arange(len(data))).astype(np.float64)
     voices = {0.0: wav, **{s: pitch_shift(wav, s) for s in shifts}}
