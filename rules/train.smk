@@ -4,6 +4,7 @@ rule train:
         index="results/{subject}/warp/index.json",
         shards="results/{subject}/warp/shards",
         expert="results/{subject}/sync_expert/expert.pt",
+        audio="results/{subject}/resample/audio.wav",
         code=module("train"),
     output:
         model="results/{subject}/train/model.pt",
@@ -24,4 +25,5 @@ rule train:
         runtime=720,
     shell:
         "python -m speech2lip train --index {input.index:q} --out-dir {params.out_dir:q} --params {params.cfg:q}"
-        " --expert {input.expert:q} --threads {threads} --resume auto > {log:q} 2>&1"
+        " --expert {input.expert:q} --audio {input.audio:q} --threads {threads} --resume auto"
+        " > {log:q} 2>&1"

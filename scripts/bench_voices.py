@@ -23,13 +23,14 @@ import torch
 
 from speech2lip.config import TrainConfig
 from speech2lip.data.audio import frame_mel_windows
+from speech2lip.data.batches import audio_windows
 from speech2lip.data.phones import frame_phone_windows
 from speech2lip.data.shards import WarpData
 from speech2lip.geometry.lipshape import LipShapeBasis
 from speech2lip.inputs import read_clip_audio
 from speech2lip.media import pitch_shift
 from speech2lip.models.shape import ShapeRegressor
-from speech2lip.renderer import audio_windows, mel_contexts
+from speech2lip.renderer import mel_contexts
 from speech2lip.train.guidance import lip_shapes
 from speech2lip.train.presets import resolve
 
@@ -68,7 +69,7 @@ def bench(index: str, shifts: list[float]) -> None:
         t0 = time.monotonic()
         opts = resolve(TrainConfig())
         opts = dataclasses.replace(opts, model=dataclasses.replace(opts.model, features=features))
-        codes, fitted = lip_shapes(data, train, opts)
+        codes, fitted = lip_shapes(data, train, opts, wav)
         reference = points[int(data.canonical["canonical_index"])]
         basis = LipShapeBasis.fit(points[train], reference, opts.model.shape_dim)
         regressor = ShapeRegressor(fitted["mean"].size, codes.shape[1])

@@ -177,7 +177,9 @@ STAGES: dict[str, tuple[str, str, list[tuple[str, str, bool]]]] = {
         "heldout.csv and previews/.",
         [("index", "warp/index.json", True),
          ("out_dir", "output folder, e.g. results/<subject>/train", True),
-         ("expert", "the sync_expert stage's expert.pt (for L_s; without it L_s is off)", False)],
+         ("expert", "the sync_expert stage's expert.pt (for L_s; without it L_s is off)", False),
+         ("audio", "resample/audio.wav: the clip's audio, for train.voice_shifts (without it "
+          "the lip-shape regression hears the subject's voice only)", False)],
     ),
     "render": (
         "render the test split (own audio) or driving audio to an mp4",

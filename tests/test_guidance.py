@@ -159,3 +159,48 @@ def test_below_the_mean_mouth_is_a_warning_only_without_guidance(caplog):
     with caplog.at_level(logging.INFO, logger="speech2lip.train"):
         warn_if_behind(26.8, 25.0, 27.5)
     assert "has not yet learned from the audio" in caplog.text
+
+
+def test_folds_hold_every_copy_of_their_frames():
+    """Rows that repeat frames (the same frames heard in other voices) must not leak into the
+    cross-validation: unpredictable codes stay unpredicted."""
+    rng = np.random.default_rng(0)
+    frames = rng.normal(size=(200, 30))
+    codes = rng.normal(size=(200, 2))
+    copies = np.concatenate([frames, frames + 0.01 * rng.normal(size=frames.shape)])
+    target = np.tile(codes, (2, 1))
+    leaky = fit_ridge(copies, target, ridge=0.01)  # copies in other folds: memorised
+    fair = fit_ridge(copies, target, ridge=0.01, times=np.tile(np.arange(200), 2))
+    assert np.nanmin(leaky["cv_r"]) > 0.5
+    assert np.nanmax(np.abs(fair["cv_r"])) < 0.25
+
+
+def test_voice_shifts_teach_the_regression_other_voices(demo_warp, demo_geometry, caplog):
+    import logging
+
+    from speech2lip.data.audio import context_indices
+    from speech2lip.data.batches import AUDIO_OFFSET, audio_windows
+    from speech2lip.inputs import read_clip_audio
+    from speech2lip.media import pitch_shift
+    from speech2lip.train.guidance import lip_shapes
+    from speech2lip.train.presets import resolve
+
+    data = WarpData(demo_warp / "index.json")
+    wav = read_clip_audio(demo_geometry / "resample/audio.wav", len(data))
+    train = data.split_ids("train")
+    plain = resolve(TrainConfig(model=GUIDED, voice_shifts=()))
+    shifted = dataclasses.replace(plain, voice_shifts=(-5.0, 5.0))
+    errors = []
+    for opts, audio in ((plain, None), (plain, wav), (shifted, wav)):
+        with caplog.at_level(logging.INFO):
+            codes, fitted = lip_shapes(data, train, opts, audio)
+        regressor = ShapeRegressor(fitted["mean"].size, 3)
+        regressor.load(fitted)
+        heard = audio_windows(pitch_shift(wav, 5.0), "mel")
+        ctx = context_indices(train + AUDIO_OFFSET, GUIDED.audio_radius, len(data))
+        with torch.no_grad():
+            pred = regressor(torch.as_tensor(heard[ctx])).numpy()
+        errors.append(float(np.mean((pred - codes[train]) ** 2)))
+    assert errors[0] == errors[1]  # no shifts: the audio is not used
+    assert errors[2] < 0.8 * errors[0]  # the shifted voice is heard as the subject's
+    assert "in 3 voices" in caplog.text

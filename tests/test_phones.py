@@ -168,7 +168,7 @@ def test_each_feature_set_trains_renders_from_the_shards_and_rebuilds(
 
 
 def test_driving_audio_is_decoded_once_for_a_phone_model(monkeypatch):
-    from speech2lip.renderer import audio_windows
+    from speech2lip.data.batches import audio_windows
 
     calls = []
     real = phones.decode

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from speech2lip.data.audio import AUDIO_OFFSET, context_indices
+from speech2lip.data.audio import AUDIO_OFFSET, SAMPLES_PER_FRAME, context_indices
 from speech2lip.data.shards import WarpData
 
 FIELDS = ["canonical_lips", "canonical_mask", "mouth", "mouth_origin", "relative_pose",
@@ -36,6 +36,19 @@ def join_audio(windows: dict[str, np.ndarray], features: str | None) -> np.ndarr
     `phones` `(n, 14, 16)`)."""
     parts = [np.asarray(windows[f], np.float32) for f in audio_fields(features)]
     return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+
+
+def audio_windows(wav: np.ndarray, features: str, source: str = "audio") -> np.ndarray:
+    """The audio windows `(n, rows, 16)` the model hears (`features`) for 16 kHz mono `wav` of
+    n whole frames (phones decoded only when the model uses them; `source` names the audio in a
+    decoding error)."""
+    from speech2lip.data.audio import frame_mel_windows
+    from speech2lip.data.phones import frame_phone_windows
+
+    n = len(wav) // SAMPLES_PER_FRAME
+    make = {"mel": lambda: frame_mel_windows(wav, n),
+            "phones": lambda: frame_phone_windows(wav, n, source)}  # fmt: skip
+    return join_audio({f: make[f]() for f in audio_fields(features)}, features)
 
 
 def read_audio(data: WarpData, ids: np.ndarray, features: str | None) -> np.ndarray:

@@ -68,13 +68,16 @@ def fit_ridge(
     folds: int = 5,
     parts: np.ndarray | None = None,
     pooled: tuple[int, ...] = (),
+    times: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """The regressor of `codes` `(N, k)` on `features` `(N, ...)` (train frames, in time
     order): the feature mean and divisor `(D,)` (`standardiser` with `parts` and `pooled`),
     projection `(D, C)`, anchors `(M, C)`, weights `(M, k)`, code means `(k,)`, and the
     cross-validated predictions `cv` `(N, k)` (each fold predicted by a fit without it;
-    contiguous folds) and each code's correlation with them. `ridge`: the penalty (kernel
-    units)."""
+    contiguous folds in time) and each code's correlation with them. `ridge`: the penalty
+    (kernel units). `times` `(N,)`: each row's frame, when rows repeat frames (the same frames
+    heard in other voices): a fold then holds every copy of its frames, so no copy of a
+    predicted frame is in its fit."""
     x = np.asarray(features, np.float64).reshape(len(features), -1)
     y = np.asarray(codes, np.float64)
     n_features = x.shape[1]
@@ -99,8 +102,11 @@ def fit_ridge(
     keep, weight = solve(np.arange(len(z)))
     k = y.shape[1]
     cv, r = np.zeros_like(y), np.full(k, np.nan)
-    if folds >= 2 and len(z) >= 4 * folds:
-        for part in np.array_split(np.arange(len(z)), folds):
+    times = np.arange(len(z)) if times is None else np.asarray(times)
+    frames = np.unique(times)
+    if folds >= 2 and len(frames) >= 4 * folds:
+        for block in np.array_split(frames, folds):
+            part = np.flatnonzero(np.isin(times, block))
             fold_keep, fold_weight = solve(np.setdiff1d(np.arange(len(z)), part))
             cv[part] = _kernel(z[part], z[fold_keep], n_features) @ fold_weight
         spread = cv.std(axis=0)

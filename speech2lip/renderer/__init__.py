@@ -72,20 +72,6 @@ def load_driving_audio(path) -> np.ndarray:
     return check_driving_audio(read_audio(path, SAMPLE_RATE), path)
 
 
-def audio_windows(wav: np.ndarray, features: str, source: str = "audio") -> np.ndarray:
-    """The audio windows `(n, rows, 16)` the model hears (`features`) for 16 kHz mono `wav` of
-    n whole frames (phones decoded only when the model uses them; `source` names the audio in a
-    decoding error)."""
-    from speech2lip.data.audio import frame_mel_windows
-    from speech2lip.data.batches import audio_fields, join_audio
-    from speech2lip.data.phones import frame_phone_windows
-
-    n = len(wav) // SAMPLES_PER_FRAME
-    make = {"mel": lambda: frame_mel_windows(wav, n),
-            "phones": lambda: frame_phone_windows(wav, n, source)}  # fmt: skip
-    return join_audio({f: make[f]() for f in audio_fields(features)}, features)
-
-
 def mel_contexts(mel: np.ndarray, radius: int) -> np.ndarray:
     """The lip model's audio input for every output frame: `(n, 2r+1, rows, 16)`, the audio
     windows `(n, rows, 16)` around it (the training loop's `AUDIO_OFFSET` centring)."""
@@ -187,6 +173,8 @@ class SubjectVoice:
             if gain:
                 log.info("render: driving speech %+.1f dB to the subject's level (%.1f dBFS) "
                          "for the features", gain, self.level_db)  # fmt: skip
+        from speech2lip.data.batches import audio_windows
+
         return audio_windows(wav, features, source)
 
     def rest_in_silence(self, renderer: Renderer, prob: np.ndarray, cfg: RenderConfig):

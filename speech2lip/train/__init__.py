@@ -176,10 +176,25 @@ def warn_if_behind(final: float, static: float, mean_mouth: float, guided: bool 
                     final, mean_mouth)  # fmt: skip
 
 
+def clip_audio(audio, data, opts) -> np.ndarray | None:
+    """The clip's audio for `train.voice_shifts` (None when there is nothing to shift, or no
+    audio was given: then the regression hears the subject's voice only, and the log says so)."""
+    if opts.model.shape_dim == 0 or not opts.voice_shifts:
+        return None
+    if audio is None:
+        log.warning("train: no --audio given: the lip-shape regression hears the subject's own "
+                    "voice only (train.voice_shifts needs resample/audio.wav)")  # fmt: skip
+        return None
+    from speech2lip.inputs import read_clip_audio
+
+    return read_clip_audio(audio, len(data))
+
+
 def run(index, out_dir, cfg: TrainConfig, threads: int = 1, resume: str = "auto",
-        device: str = "auto", expert: str | None = None) -> dict:  # fmt: skip
+        device: str = "auto", expert: str | None = None, audio=None) -> dict:  # fmt: skip
     """Train; write model.pt, train.json and loss_curve.png (and the undeclared extras).
-    `expert`: the `sync_expert` stage's expert.pt, for L_s."""
+    `expert`: the `sync_expert` stage's expert.pt, for L_s; `audio`: the resample stage's
+    audio.wav, for `train.voice_shifts`."""
     import torch
 
     from speech2lip.data.shards import WarpData
@@ -207,7 +222,7 @@ def run(index, out_dir, cfg: TrainConfig, threads: int = 1, resume: str = "auto"
     workers = 1 if threads >= 2 else 0  # one process reads ahead while torch trains
     model, last = train(data, out_dir, opts, dev, resume, perceptual, report, workers,
                         expert=sync_expert if opts.sync_weight > 0 else None,
-                        step_logs=(report.csv,))  # fmt: skip
+                        step_logs=(report.csv,), wav=clip_audio(audio, data, opts))  # fmt: skip
     steps = report.last_step or opts.steps  # earlier when train.minutes ran out
     if report.last_step is not None and steps not in report.scored:
         report.score(steps, model)

@@ -10,18 +10,30 @@ import numpy as np
 
 from speech2lip.config import TrainConfig
 from speech2lip.data.audio import MEL_WINDOW, context_indices
-from speech2lip.data.batches import AUDIO_OFFSET, audio_fields, audio_rows, read_audio
+from speech2lip.data.batches import (
+    AUDIO_OFFSET,
+    audio_fields,
+    audio_rows,
+    audio_windows,
+    read_audio,
+)
 from speech2lip.data.shards import WarpData
 from speech2lip.geometry.lipshape import LipShapeBasis
+from speech2lip.media import pitch_shift
 from speech2lip.models.shape import fit_ridge, skilled, with_gains
 
 log = logging.getLogger(__name__)
 
 
-def lip_shapes(data: WarpData, train_ids: np.ndarray, opts: TrainConfig) -> tuple[np.ndarray, dict]:
+def lip_shapes(
+    data: WarpData, train_ids: np.ndarray, opts: TrainConfig, wav: np.ndarray | None = None
+) -> tuple[np.ndarray, dict]:
     """Every frame's lip-shape codes `(N, shape_dim)` (basis from the train frames, aligned to
     the canonical frame) and the regressor fitted on the train frames' audio windows (the same
-    windows the audio code sees: mel and/or phones, `train.model.features`)."""
+    windows the audio code sees: mel and/or phones, `train.model.features`). With the clip's
+    audio `wav` (16 kHz, 640 samples per frame), also on the windows of that audio
+    pitch-shifted by each of `opts.voice_shifts` semitones, with the same codes: another
+    voice saying the same moves the same lips."""
     t0 = time.monotonic()
     k, radius = opts.model.shape_dim, opts.model.audio_radius
     points = data.read_field("landmarks", np.arange(len(data))).astype(np.float64)
@@ -30,16 +42,23 @@ def lip_shapes(data: WarpData, train_ids: np.ndarray, opts: TrainConfig) -> tupl
     codes = basis.encode(points)
     ids = np.sort(train_ids)
     ctx = context_indices(ids + AUDIO_OFFSET, radius, len(data))
-    audio = read_audio(data, ctx.reshape(-1), opts.model.features).reshape(len(ids), -1)
+    heard = [read_audio(data, ctx.reshape(-1), opts.model.features).reshape(len(ids), -1)]
+    for semitones in opts.voice_shifts if wav is not None else ():
+        windows = audio_windows(pitch_shift(wav, semitones), opts.model.features,
+                                f"the clip's audio shifted {semitones:+g} semitones")  # fmt: skip
+        heard.append(windows[ctx].reshape(len(ids), -1))
     fields, rows = audio_fields(opts.model.features), audio_rows(opts.model.features)
     part = np.repeat(np.arange(len(rows)), np.asarray(rows) * MEL_WINDOW)  # one window's
     pooled = tuple(i for i, f in enumerate(fields) if f == "phones")
-    fitted = fit_ridge(audio, codes[ids], opts.shape_ridge, parts=np.tile(part, ctx.shape[1]),
-                       pooled=pooled)  # fmt: skip
+    target = np.tile(codes[ids], (len(heard), 1))
+    fitted = fit_ridge(np.concatenate(heard), target, opts.shape_ridge,
+                       parts=np.tile(part, ctx.shape[1]), pooled=pooled,
+                       times=np.tile(ids, len(heard)))  # fmt: skip
     if opts.shape_calibrate:
-        fitted = calibrate(fitted, basis, codes[ids])
-    log.info("train: lip-shape guidance: %d codes from %d train frames in %.1f s; "
-             "cross-validated r per code %s, gains %s", k, len(ids), time.monotonic() - t0,
+        fitted = calibrate(fitted, basis, target)
+    log.info("train: lip-shape guidance: %d codes from %d train frames in %d voices in %.1f s; "
+             "cross-validated r per code %s, gains %s", k, len(ids), len(heard),
+             time.monotonic() - t0,
              np.round(fitted["cv_r"], 2).tolist(),
              np.round(fitted.get("gain", np.ones(k)), 2).tolist())  # fmt: skip
     return codes, fitted

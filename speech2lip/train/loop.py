@@ -255,6 +255,7 @@ def train(
     train_ids: np.ndarray | None = None,
     expert=None,
     step_logs: tuple[Path, ...] = (),
+    wav: np.ndarray | None = None,
 ) -> tuple[Speech2Lip, dict]:
     """Train on `data`'s train split; checkpoints in `out_dir/ckpt/`, a CSV log in
     `out_dir/train_log.csv`. `resume`: 'auto' (continue when the last checkpoint's options
@@ -319,7 +320,7 @@ def train(
         )
     shapes = None
     if model.shape is not None:
-        shapes, fitted = lip_shapes(data, train_ids, opts)
+        shapes, fitted = lip_shapes(data, train_ids, opts, wav)
         model.shape.load(fitted)
     log_path = out_dir / "train_log.csv"
     for path in (log_path, *step_logs):
