@@ -30,6 +30,8 @@ from torch import Tensor, nn
 GAMMA = 0.5  # kernel exp(-GAMMA * |x - y|^2 / D) on D standardised features
 N_COMPONENTS = 256  # principal components of the features the kernel sees
 MAX_ANCHORS = 2000  # train frames that carry the kernel (evenly spread when there are more)
+SVD_ROWS = 2000  # rows (evenly spread) the principal components are found from: the SVD's
+# cost grows with the square of the rows (6810 rows, a minute heard in five voices: minutes)
 MIN_SKILL = 0.1  # cross-validated r below which a code is predicted as its train mean
 
 
@@ -83,7 +85,7 @@ def fit_ridge(
     n_features = x.shape[1]
     mean, std = standardiser(x, parts, pooled)
     x = (x - mean) / std
-    _, _, vt = np.linalg.svd(x[:: max(1, len(x) // 4000)], full_matrices=False)
+    _, _, vt = np.linalg.svd(x[:: -(-len(x) // SVD_ROWS)], full_matrices=False)
     projection = vt[:N_COMPONENTS].T
     z = x @ projection
     bias = y.mean(axis=0)
