@@ -139,7 +139,7 @@ def test_silent_driving_audio_renders_a_resting_mouth(demo_model, demo_geometry,
     sf.write(drive, np.zeros(16000 * 2, np.float32), 16000)
     out = tmp_path / "driven.mp4"
     stats = run(demo_model, demo_warp / "index.json", r / "frames.mkv", r / "meta.json",
-                r / "audio.wav", out, RenderConfig(output_size="cropped",
+                r / "audio.wav", out, RenderConfig(output_size="cropped", silence=True,
                                                    encoder_preset="ultrafast"),
                 driving=str(drive), device="cpu")  # fmt: skip
     assert out.is_file() and stats["frames"] == 50 and stats["silent_frames"] == 50
