@@ -201,3 +201,22 @@ def test_quiet_driving_speech_is_heard_at_the_subjects_level(match, demo_model, 
         assert diff.max() <= 6 and diff.mean() < 0.01
     else:  # the quieter voice moves the mouth differently
         assert diff.max() > 20 and diff.mean() > 0.05
+
+
+def test_the_rest_mouth_is_closed_not_the_mean_of_silent_frames(demo_model, demo_warp):
+    from speech2lip.data.shards import WarpData
+    from speech2lip.geometry.lipshape import LipShapeBasis
+    from speech2lip.models.checkpoint import load_model
+    from speech2lip.renderer import FIELDS, Renderer, closed_codes
+
+    model = load_model(demo_model)
+    data = WarpData(demo_warp / "index.json", fields=FIELDS + ["mel"])
+    train = data.split_ids("train")
+    points = data.read_field("landmarks", np.arange(len(data))).astype(np.float64)
+    basis = LipShapeBasis.fit(points[train], points[int(data.canonical["canonical_index"])], 3)
+    opening = basis.opening(basis.encode(points[train]))
+    rest = closed_codes(data, train, 3)
+    assert basis.opening(rest[None])[0] <= np.quantile(opening, 0.25)  # closed lips
+    renderer = Renderer(model, data, RenderConfig(), "cpu")
+    renderer.set_rest(train, np.ones(4, np.float32))
+    np.testing.assert_allclose(renderer.rest_cond[-3:].numpy(), rest, rtol=1e-5, atol=1e-6)

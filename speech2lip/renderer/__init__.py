@@ -72,6 +72,22 @@ def load_driving_audio(path) -> np.ndarray:
     return check_driving_audio(read_audio(path, SAMPLE_RATE), path)
 
 
+def closed_codes(data, ids: np.ndarray, k: int) -> np.ndarray:
+    """The mean lip-shape codes `(k,)` of the least open quarter of frames `ids`, in the basis
+    training conditioned the lips on (fitted again from the same train-split landmarks). The
+    mean code of silent frames predicted from their audio is a half-open mouth (8 px on obama and
+    macron, whose closed mouths measure 0.1-1.6 px): people pause with their mouths in every
+    state."""
+    from speech2lip.geometry.lipshape import LipShapeBasis
+
+    points = data.read_field("landmarks", np.arange(len(data))).astype(np.float64)
+    reference = points[int(data.canonical["canonical_index"])]
+    basis = LipShapeBasis.fit(points[data.split_ids("train")], reference, k)
+    codes = basis.encode(points[np.asarray(ids)])
+    opening = basis.opening(codes)
+    return codes[opening <= np.quantile(opening, 0.25)].mean(axis=0)
+
+
 def mel_contexts(mel: np.ndarray, radius: int) -> np.ndarray:
     """The lip model's audio input for every output frame: `(n, 2r+1, rows, 16)`, the audio
     windows `(n, rows, 16)` around it (the training loop's `AUDIO_OFFSET` centring)."""
@@ -106,7 +122,12 @@ class Renderer:
         ctx = read_audio(self.data, needed, self.model.sizes.features)[where.reshape(idx.shape)]
         with torch.no_grad():
             cond, _ = self.model.condition(torch.as_tensor(ctx, device=self.device))
-        self.rest_cond = cond.mean(0)
+        rest = cond.mean(0)
+        k = self.model.shape_dim
+        if k:  # the lips' shape: closed, not the mean prediction for silence (half open)
+            closed = closed_codes(self.data, rest_ids, k)
+            rest[-k:] = torch.as_tensor(closed, dtype=rest.dtype, device=rest.device)
+        self.rest_cond = rest
         self.rest_weight = np.asarray(weights, np.float32)
 
     def clear_rest(self) -> None:
