@@ -44,18 +44,22 @@ def speech_and_backgrounds(data, audio, driving, start_frame: int):
 
 
 def heard(data, audio, wav, driving, cfg: RenderConfig, features: str):
-    """The model's audio windows of the output frames, and the silent frames (None with
-    `render.silence` off): the test split's from the warp shards (its own voice), driving
-    audio's computed here once (brought to the subject's level with `render.match_level`);
-    silent spans rest the mouth (`SubjectVoice.rest_in_silence`, applied by the caller)."""
-    from speech2lip.data.batches import read_audio
+    """What the model hears: (the output frames' audio windows, the subject's voice, the
+    output frames' speech probability), the last two None when neither `render.silence` nor
+    level matching needs them. The test split's windows come from the warp shards (its own
+    voice); driving audio's are computed here once, brought to the subject's level with
+    `render.match_level`. The caller rests the mouth in silent spans."""
+    from speech2lip.data.batches import audio_windows, read_audio
     from speech2lip.data.voice import speech_probability
 
     n = len(wav) // SAMPLES_PER_FRAME
-    voice = SubjectVoice(data, audio) if cfg.silence or driving is not None else None
+    matching = driving is not None and cfg.match_level
+    voice = SubjectVoice(data, audio) if cfg.silence or matching else None
     prob = speech_probability(wav, n) if voice is not None else None
     if driving is None:
         return read_audio(data, data.split_ids("test"), features), voice, prob
+    if voice is None:
+        return audio_windows(wav, features, str(driving)), None, None
     return voice.heard(wav, prob, features, str(driving), cfg), voice, prob
 
 
