@@ -247,7 +247,58 @@ def build_parser() -> argparse.ArgumentParser:
                            "match, else start over), yes (or refuse), no")  # fmt: skip
         _add_stage_flags(p, name)
         p.set_defaults(func=_run_stage)
+    _add_live(sub)
     return parser
+
+
+def _add_live(sub) -> None:
+    p = sub.add_parser(
+        "live", help="speak into a browser and watch the subject say it, in real time",
+        description="Serve one page on http://HOST:PORT/ that sends the microphone to this "
+        "server over WebRTC and shows the subject saying it, with the audio, in sync. One client "
+        "at a time (a second gets a busy page). Reads the subject's pipeline outputs next to "
+        "MODEL (results/<subject>/{resample,warp}). Each session's figures (frames rendered and "
+        "dropped, latency) are logged when it ends.",
+    )  # fmt: skip
+    p.add_argument("model", help="results/<subject>/train/model.pt")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on [127.0.0.1]")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on [8080]")
+    p.add_argument("--size", type=int, default=512,
+                   help="longer side of the video in pixels, at most the subject's frames; "
+                   "smaller is cheaper to send [512]")  # fmt: skip
+    p.add_argument("--audio", metavar="FILE",
+                   help="play this audio file (looped) instead of the microphone")  # fmt: skip
+    p.add_argument("--start-frame", type=int, default=0,
+                   help="first background frame of the subject's video [0]")  # fmt: skip
+    p.add_argument("--frames", type=int, default=250,
+                   help="background frames kept in memory and played forwards and backwards "
+                   "[250: 10 s]")  # fmt: skip
+    p.add_argument(
+        "--no-silence",
+        dest="silence",
+        action="store_false",
+        help="keep the audio's lips in silence (default: the mouth rests there)",
+    )
+    p.add_argument("--no-match-level", dest="match_level", action="store_false",
+                   help="hear the microphone as loud as it is (default: brought to the "
+                   "subject's speech level, for the features only)")  # fmt: skip
+    p.add_argument("--budget-ms", type=float, default=100.0,
+                   help="time a frame may take from its audio's arrival to leaving (render, "
+                   "queue, jitter); the video runs this much behind the model's look-ahead "
+                   "[100]")  # fmt: skip
+    p.add_argument("--threads", type=int, default=max(1, len(os.sched_getaffinity(0)) - 1),
+                   help="CPU threads for the model (one core is left for video encoding) "
+                   "[CPUs - 1]")  # fmt: skip
+    p.set_defaults(func=_run_live)
+
+
+def _run_live(args: argparse.Namespace) -> None:
+    from speech2lip.live import run
+
+    run(args.model, host=args.host, port=args.port, size=args.size, audio=args.audio,
+        start_frame=args.start_frame, frames=args.frames, silence=args.silence,
+        match_level=args.match_level, budget_ms=args.budget_ms,
+        threads=args.threads)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -68,6 +68,10 @@ def test_render_and_evaluate_import_no_training_code(stage):
     assert not {m for m in closure(f"speech2lip.{stage}") if stage_of(m) == "train"}
 
 
+def test_live_mode_stands_on_the_library_floor():
+    assert not {m for m in closure("speech2lip.live.server") if stage_of(m)}
+
+
 def test_no_import_circles():
     for mod in GRAPH:
         assert mod not in closure(mod), mod

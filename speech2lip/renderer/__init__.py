@@ -109,8 +109,13 @@ class Renderer:
 
     def set_rest(self, rest_ids: np.ndarray, weights: np.ndarray) -> None:
         """Blend each output frame's conditioning towards the rest mouth by `weights`; the
-        rest mouth is the mean conditioning of the subject's own frames `rest_ids` (its silent
-        train frames)."""
+        rest mouth is `rest_condition(rest_ids)`."""
+        self.rest_cond = self.rest_condition(rest_ids)
+        self.rest_weight = np.asarray(weights, np.float32)
+
+    def rest_condition(self, rest_ids: np.ndarray):
+        """What the lips are conditioned on at rest `(D,)`: the mean conditioning of the
+        subject's own frames `rest_ids` (its silent train frames), with closed lips' shape."""
         import torch
 
         from speech2lip.data.audio import context_indices
@@ -127,8 +132,7 @@ class Renderer:
         if k:  # the lips' shape: closed, not the mean prediction for silence (half open)
             closed = closed_codes(self.data, rest_ids, k)
             rest[-k:] = torch.as_tensor(closed, dtype=rest.dtype, device=rest.device)
-        self.rest_cond = rest
-        self.rest_weight = np.asarray(weights, np.float32)
+        return rest
 
     def clear_rest(self) -> None:
         """Back to the audio's own lips everywhere (undo `set_rest`)."""

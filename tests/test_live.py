@@ -1,0 +1,232 @@
+"""Live mode without a browser: the stream's features, the frame scheduler (fake clock), the
+voice tracker, the one-frame renderer, and the command's bad-input lines."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from speech2lip.data.audio import SAMPLES_PER_FRAME, frame_mel_windows
+from speech2lip.live.stream import (
+    PACKET,
+    AudioStream,
+    FrameScheduler,
+    VoiceTracker,
+    lookahead,
+    samples_needed,
+)
+from speech2lip.renderer import mel_contexts
+
+
+def _speechlike(n_frames: int, seed: int = 0) -> np.ndarray:
+    """Noise bursts with silent gaps: features that change from frame to frame."""
+    rng = np.random.default_rng(seed)
+    wav = rng.normal(0, 0.1, n_frames * SAMPLES_PER_FRAME).astype(np.float32)
+    envelope = (np.sin(np.arange(len(wav)) / 1600.0) > 0).astype(np.float32)
+    return wav * envelope
+
+
+@pytest.mark.parametrize("radius", [0, 1, 2])
+def test_streamed_features_equal_the_whole_recordings(radius):
+    n = 60
+    wav = _speechlike(n)
+    offline = mel_contexts(frame_mel_windows(wav, n), radius)
+    stream = AudioStream()
+    for i in range(n - 8):  # the last frames' windows would run past the recording
+        while stream.received < samples_needed(i, radius):
+            stream.push(wav[stream.received : stream.received + PACKET], now=0.0)
+        np.testing.assert_array_equal(stream.mel_context(i, radius), offline[i])
+
+
+def test_a_frame_waits_for_its_look_ahead_and_no_longer():
+    # radius 2: frame i's last window (i) ends at mel frame 3.2 i + 15, + 400 samples of STFT
+    assert samples_needed(10, 2) == (32 + 15) * 200 + 400
+    assert samples_needed(11, 2) == (35 + 15) * 200 + 400
+    assert lookahead(2) == pytest.approx(3400 / 16000)
+    assert all(samples_needed(i + 1, 2) >= samples_needed(i, 2) for i in range(100))
+    # the voice-activity chunks of frame i + 2 are always inside the mel look-ahead
+    assert samples_needed(10, 0) >= (10 + 3) * SAMPLES_PER_FRAME
+
+
+def test_the_stream_keeps_a_bounded_window_and_knows_when_audio_arrived():
+    stream = AudioStream(keep_s=1.0)
+    for k in range(500):  # 10 s in 20 ms packets, one every 20 ms from t = 5
+        stream.push(np.full(PACKET, k, np.float32), now=5.0 + 0.02 * k)
+    assert len(stream.buffer) == 16000 and stream.received == 500 * PACKET
+    assert len(stream.arrivals) <= 60
+    assert stream.t0 == 5.0
+    assert stream.arrival(480 * PACKET + 1) == pytest.approx(5.0 + 0.02 * 480)
+    assert stream.arrival(481 * PACKET) == pytest.approx(5.0 + 0.02 * 480)
+    np.testing.assert_array_equal(stream.samples(499 * PACKET - 2, 499 * PACKET + 2),
+                                  [498, 498, 499, 499])  # fmt: skip
+    assert stream.samples(0, 4).tolist() == [0, 0, 0, 0]  # forgotten: read as silence
+
+
+def test_the_scheduler_renders_in_order_and_drops_what_cannot_leave_on_time():
+    radius, delay = 2, 0.4
+    sched = FrameScheduler(radius, delay)
+    received = samples_needed(3, radius)  # frames 0..3 have their audio
+    assert sched.take(received, now=0.0, t0=0.0) == (0, [])
+    assert sched.due(0) == pytest.approx(0.4) and sched.due(5) == pytest.approx(0.6)
+    assert sched.on_time(0, now=0.41)
+    sched.sent(0, now=0.41, arrival=0.3)
+    # the renderer stalled: at t = 0.55 frames 1 and 2 (due 0.44, 0.48; tolerance 0.04) are lost
+    assert sched.take(received, now=0.55, t0=0.0) == (3, [1, 2])
+    assert sched.take(received, now=0.55, t0=0.0) == (-1, [])  # frame 4's audio is not here
+    assert not sched.on_time(3, now=0.6)  # due 0.52: too late once rendered
+    figures = sched.figures()
+    assert figures["frames_rendered"] == 1 and figures["frames_dropped"] == 3
+    assert figures["latency_ms_median"] == pytest.approx(110)
+
+
+def test_the_scheduler_allows_for_its_render_time():
+    sched = FrameScheduler(2, delay=0.1)
+    for seconds in (0.03, 0.03, 0.03):
+        sched.rendered_in(seconds)
+    assert 0.02 < sched.cost <= 0.03
+    received = samples_needed(0, 2)
+    # frame 0 is due at 0.1 (+0.04); starting at 0.12 it would finish at about 0.145: dropped
+    assert sched.take(received, now=0.12, t0=0.0) == (-1, [0])
+
+
+class _LoudnessVad:
+    """A stand-in for silero-vad: speech where the chunk is loud."""
+
+    def reset_states(self) -> None:
+        pass
+
+    def __call__(self, chunk, rate):
+        return 1.0 if float(chunk.abs().mean()) > 0.01 else 0.0
+
+
+def test_the_mouth_rests_after_a_silent_run_and_opens_again_for_speech():
+    stream = AudioStream()
+    speech = np.full(40 * SAMPLES_PER_FRAME, 0.1, np.float32)
+    silence = np.zeros(40 * SAMPLES_PER_FRAME, np.float32)
+    wav = np.concatenate([speech, silence, speech])
+    voice = VoiceTracker(_LoudnessVad(), min_frames=6, ramp=3)
+    weights = []
+    for i in range(115):  # as the render thread does: feed what came, then the next frame
+        stream.push(wav[stream.received : samples_needed(i, 2)], now=0.0)
+        voice.feed(stream)
+        weights.append(voice.advance(i, stream))
+    weights = np.array(weights)
+    assert (weights[:42] == 0).all()  # speech, and the hangover after it
+    assert (weights[55:78] == 1).all()  # resting, still
+    assert weights[78] < 1 and (weights[82:] == 0).all()  # leaves rest before speech at 80
+    assert set(np.round(np.diff(weights), 6)) <= {0, round(1 / 3, 6), round(-1 / 3, 6)}
+    assert voice.level_db() == pytest.approx(-20, abs=0.01)  # 0.1 RMS
+
+
+def test_without_a_vad_every_frame_is_speech():
+    stream = AudioStream()
+    stream.push(np.zeros(30 * SAMPLES_PER_FRAME, np.float32), now=0.0)
+    voice = VoiceTracker(None, min_frames=6, ramp=3)
+    voice.feed(stream)
+    assert all(voice.advance(i, stream) == 0 for i in range(25))
+
+
+# ---------------------------------------------------------------------------- the engine
+@pytest.fixture(scope="module")
+def subject(demo_model, demo_geometry, demo_warp, tmp_path_factory):
+    """A results/<subject> folder as the pipeline writes it (links to the demo's outputs)."""
+    base = tmp_path_factory.mktemp("results") / "demo"
+    (base / "train").mkdir(parents=True)
+    (base / "resample").symlink_to(demo_geometry / "resample")
+    (base / "warp").symlink_to(demo_warp)
+    (base / "train/model.pt").symlink_to(demo_model)
+    return base
+
+
+def test_the_live_frame_is_the_renderers_frame(subject, demo_warp):
+    import torch
+
+    from speech2lip.config import RenderConfig
+    from speech2lip.data.shards import WarpData
+    from speech2lip.live.engine import LiveEngine
+    from speech2lip.renderer import FIELDS, Renderer, paste
+    from speech2lip.renderer.frames import FrameSource
+
+    torch.manual_seed(0)
+    engine = LiveEngine(subject / "train/model.pt", size=None, start_frame=5, frames=20)
+    data = WarpData(demo_warp / "index.json", fields=FIELDS + ["mel"])
+    mel = data.read_field("mel", np.arange(len(data)))
+    ctx = mel_contexts(mel, engine.radius)
+    renderer = Renderer(engine.model, data, RenderConfig(), "cpu")
+    frames = FrameSource(subject / "resample/frames.mkv", engine.width, engine.height, len(data))
+    for i in (0, 7, 19, 25):  # 25: on the way back (ping-pong): background 5 + 13
+        k = engine.background(i)
+        assert k == (i if i < 20 else 38 - i)
+        background = engine.ids[k]
+        mouths, origins = renderer.mouths(ctx[background][None], np.array([background]))
+        expected = paste(frames[background], mouths[0], origins[0])
+        got = engine.render(i, ctx[background])
+        assert got.shape == expected.shape
+        assert np.abs(got.astype(int) - expected).max() <= 1
+
+
+def test_at_rest_the_live_mouth_ignores_the_audio(subject):
+    from speech2lip.live.engine import LiveEngine
+
+    engine = LiveEngine(subject / "train/model.pt", size=128, frames=4)
+    assert engine.size == (128, 128)
+    rng = np.random.default_rng(1)
+    a, b = (rng.uniform(-4, 0, (2 * engine.radius + 1, 80, 16)).astype(np.float32)
+            for _ in range(2))  # fmt: skip
+    assert engine.render(2, a, 1.0).shape == (128, 128, 3)
+    np.testing.assert_array_equal(engine.render(2, a, 1.0), engine.render(2, b, 1.0))
+    assert not np.array_equal(engine.render(2, a, 0.0), engine.render(2, b, 0.0))
+
+
+def test_missing_pipeline_outputs_are_named(subject, tmp_path):
+    from speech2lip.errors import Speech2LipError
+    from speech2lip.live.engine import LiveEngine
+
+    with pytest.raises(Speech2LipError, match="not found; train one first"):
+        LiveEngine(tmp_path / "nope/train/model.pt")
+    (tmp_path / "lonely/train").mkdir(parents=True)
+    (tmp_path / "lonely/train/model.pt").symlink_to(subject / "train/model.pt")
+    with pytest.raises(Speech2LipError, match=r"lonely/warp/index.json not found"):
+        LiveEngine(tmp_path / "lonely/train/model.pt")
+    with pytest.raises(Speech2LipError, match="--start-frame 999 is outside"):
+        LiveEngine(subject / "train/model.pt", start_frame=999)
+
+
+def _live(*args, timeout=60):
+    return subprocess.run([sys.executable, "-m", "speech2lip", "live", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+def test_a_bad_model_path_is_one_line(tmp_path):
+    out = _live(tmp_path / "missing.pt", "--port", "0")
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        f"speech2lip live: error: model {tmp_path / 'missing.pt'} not found; train one first, "
+        "e.g. `snakemake --cores 2 results/<subject>/train/model.pt`"
+    ]
+
+
+def test_a_port_in_use_is_one_line(subject):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        out = _live(subject / "train/model.pt", "--port", port)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        f"speech2lip live: error: port {port} on 127.0.0.1 is in use (another live server?); "
+        "pick a free one with --port"
+    ]
+
+
+def test_a_bad_audio_file_is_one_line(subject, tmp_path):
+    bad = tmp_path / "noise.wav"
+    bad.write_bytes(b"not audio at all")
+    out = _live(subject / "train/model.pt", "--port", "0", "--audio", bad)
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(bad) in lines[0], out.stderr
