@@ -308,6 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings(
         "ignore", message="SymbolDatabase.GetPrototype"
     )  # protobuf vs mediapipe
+    words = sys.argv[1:] if argv is None else argv
+    if "live" in words[:3]:
+        # Live mode's small per-frame matrix products wake numpy's OpenBLAS threads, which then
+        # spin: most of a core taken from the renderer and the video encoder. Before numpy loads.
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -66,6 +66,31 @@ def test_the_stream_keeps_a_bounded_window_and_knows_when_audio_arrived():
     assert stream.samples(0, 4).tolist() == [0, 0, 0, 0]  # forgotten: read as silence
 
 
+def test_a_stalled_input_moves_the_streams_clock_and_jitter_does_not():
+    stream = AudioStream()
+    packet = np.zeros(PACKET, np.float32)
+    rng = np.random.default_rng(0)
+    k = 0
+    for _ in range(100):  # 2 s with up to 35 ms of jitter, and a 0.3 s gap made up at once
+        late = 0.3 if k == 60 else float(rng.uniform(0, 0.035)) if k else 0.0
+        stream.push(packet, now=10.0 + 0.02 * k + late)
+        k += 1
+    assert stream.t0 == 10.0 and stream.shifts == []
+    for _ in range(50):  # the sender stalled for 0.3 s and goes on from there, for 1 s
+        stream.push(packet, now=10.3 + 0.02 * k)
+        k += 1
+    assert stream.t0 == pytest.approx(10.3) and sum(stream.shifts) == pytest.approx(0.3)
+    shifts = len(stream.shifts)
+    for _ in range(30):  # a fast clock: packets 50 ms early, for 0.6 s
+        stream.push(packet, now=10.25 + 0.02 * k)
+        k += 1
+    assert stream.t0 == pytest.approx(10.25) and len(stream.shifts) == shifts + 1
+    # the scheduler follows: frame 0 is now due 0.25 s later than in the first reckoning
+    sched = FrameScheduler(0, delay=0.5)
+    sched.take(stream.received, now=10.0, t0=stream.t0)
+    assert sched.due(0) == pytest.approx(10.75)
+
+
 def test_the_scheduler_renders_in_order_and_drops_what_cannot_leave_on_time():
     radius, delay = 2, 0.4
     sched = FrameScheduler(radius, delay)
@@ -85,12 +110,16 @@ def test_the_scheduler_renders_in_order_and_drops_what_cannot_leave_on_time():
 
 def test_the_scheduler_allows_for_its_render_time():
     sched = FrameScheduler(2, delay=0.1)
-    for seconds in (0.03, 0.03, 0.03):
-        sched.rendered_in(seconds)
-    assert 0.02 < sched.cost <= 0.03
-    received = samples_needed(0, 2)
-    # frame 0 is due at 0.1 (+0.04); starting at 0.12 it would finish at about 0.145: dropped
-    assert sched.take(received, now=0.12, t0=0.0) == (-1, [0])
+    for _ in range(20):
+        sched.rendered_in(0.03)
+    assert sched.cost == pytest.approx(0.03, abs=1e-3)
+    received = samples_needed(1, 2)
+    # frame 0 is due at 0.1 (+0.04); starting at 0.12 it would finish at about 0.15: dropped
+    assert sched.take(received, now=0.12, t0=0.0) == (1, [0])
+    # a stall of a whole second once: still at most one frame period of it counts
+    sched.rendered_in(1.0)
+    assert sched.cost > 0.2
+    assert sched.take(samples_needed(2, 2), now=0.13, t0=0.0) == (2, [])
 
 
 class _LoudnessVad:

@@ -68,6 +68,7 @@ class LiveEngine:
         self.cfg = cfg or RenderConfig()
         files = subject_files(model)
         self.model = load_model(files["model"], device)
+        self.model.blend.to(memory_format=torch.channels_last)  # about 30 % faster on CPUs
         if (self.model.sizes.features or "mel") != "mel":
             raise Speech2LipError(
                 f"{model} hears {self.model.sizes.features}: live mode computes mel features "
@@ -110,6 +111,9 @@ class LiveEngine:
 
             rest_ids = rest_frames(self.voice.prob, data.split_ids("train"))
             self.rest = Renderer(self.model, data, self.cfg, device).rest_condition(rest_ids)
+        silent = np.full((2 * self.radius + 1, 80, 16), -4.0, np.float32)
+        for i in range(3):  # the first calls are slow (allocations, kernels chosen): not live
+            self.render(i, silent, 0.0)
         log.info("live: %s ready in %.1f s: %d background frames from frame %d, %dx%d output",
                  files["model"], time.monotonic() - t_start, len(self.ids), start_frame,
                  *self.size)  # fmt: skip

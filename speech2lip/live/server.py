@@ -118,6 +118,7 @@ class Session:
                 i, dropped = self.scheduler.take(self.stream.received, clock(), self.stream.t0)
                 for d in dropped:
                     self.voice.advance(d, self.stream)
+                    log.debug("live: frame %d dropped before rendering (late)", d)
                 if i < 0:
                     continue
                 weight = self.voice.advance(i, self.stream)
@@ -135,6 +136,8 @@ class Session:
             self.scheduler.rendered_in(clock() - t)
             if self.scheduler.on_time(i, clock()):
                 self.loop.call_soon_threadsafe(self.frames.put_nowait, (i, image, arrival))
+            else:
+                log.debug("live: frame %d dropped after rendering (late)", i)
 
     # ---------------------------------------------------------------- sending
     def sent(self, kind: str, index: int, when: float) -> None:
@@ -158,7 +161,8 @@ class Session:
                     "delay_ms": self.delay * 1000,
                     "av_offset_ms_mean": float(off.mean()) if len(off) else None,
                     "av_offset_ms_max_abs": float(np.abs(off).max()) if len(off) else None,
-                    "av_pairs": len(off)})  # fmt: skip
+                    "av_pairs": len(off), "input_shifts": len(self.stream.shifts),
+                    "input_shift_ms_total": 1000 * float(sum(self.stream.shifts))})  # fmt: skip
         out["frames_dropped"] += self.late_sends
         return out
 
@@ -188,6 +192,8 @@ def tracks(session: Session):
                 now = clock()
                 if now > due + session.scheduler.tolerance:  # the sender fell behind
                     session.late_sends += 1
+                    log.debug("live: frame %d dropped at sending (%.0f ms late)", i,
+                              (now - due) * 1000)  # fmt: skip
                     continue
                 session.scheduler.sent(i, now, arrival)
                 session.sent("video", i, now)

@@ -54,20 +54,32 @@ def lookahead(radius: int) -> float:
 
 class AudioStream:
     """The incoming 16 kHz mono audio and when each part of it arrived. Keeps only the last
-    `keep_s` seconds (memory stays flat however long the session)."""
+    `keep_s` seconds (memory stays flat however long the session).
 
-    def __init__(self, keep_s: float = 4.0) -> None:
+    `t0` maps stream time to wall time: the packet starting at sample s is expected at
+    `t0 + s / 16000`. Network jitter leaves it alone; when every packet for `window_s` comes
+    more than `tolerance_s` late (the sender stalled, or its clock runs slow), or every one
+    comes early (a fast clock), `t0` moves by the smallest such error: everything scheduled
+    from it (frames, outgoing audio) shifts together, so the output follows the input instead of
+    dropping every frame from then on, or lagging more and more."""
+
+    def __init__(self, keep_s: float = 4.0, window_s: float = 0.5,
+                 tolerance_s: float = 0.02) -> None:  # fmt: skip
         self.keep = int(keep_s * SAMPLE_RATE)
+        self.window_s, self.tolerance_s = window_s, tolerance_s
         self.buffer = np.zeros(0, np.float32)
         self.start = 0  # stream index of buffer[0]
         self.received = 0  # samples received so far
-        self.t0: float | None = None  # arrival of the first sample
+        self.t0: float | None = None  # stream time 0 on the wall clock
+        self.shifts: list[float] = []  # each move of t0 (s; > 0: the input came late)
+        self.errors: deque[tuple[float, float]] = deque()  # (when, how late) over the window
         self.arrivals: deque[tuple[int, float]] = deque()  # (samples received, when)
 
     def push(self, samples: np.ndarray, now: float) -> None:
         samples = np.asarray(samples, np.float32).reshape(-1)
         if self.t0 is None:
-            self.t0 = now
+            self.t0 = now - self.received / SAMPLE_RATE
+        self._track(now - (self.t0 + self.received / SAMPLE_RATE), now)
         self.buffer = np.concatenate([self.buffer, samples])
         self.received += len(samples)
         self.arrivals.append((self.received, now))
@@ -77,6 +89,22 @@ class AudioStream:
         if drop > 0:
             self.buffer = self.buffer[drop:]
             self.start += drop
+
+    def _track(self, error: float, now: float) -> None:
+        """Move `t0` when the packets of the last `window_s` were all late, or all early,
+        by more than `tolerance_s` (`error`: this packet's lateness)."""
+        self.errors.append((now, error))
+        while self.errors[0][0] < now - self.window_s:
+            self.errors.popleft()
+        if now - self.errors[0][0] < 0.9 * self.window_s:
+            return  # not a whole window yet
+        late = min(e for _, e in self.errors)
+        early = max(e for _, e in self.errors)
+        shift = late if late > self.tolerance_s else early if early < -self.tolerance_s else 0.0
+        if shift:
+            self.t0 += shift
+            self.shifts.append(shift)
+            self.errors.clear()
 
     def arrival(self, sample_end: int) -> float:
         """When the packet that completed stream samples [0, `sample_end`) arrived (call with
@@ -134,12 +162,12 @@ class FrameScheduler:
     def take(self, received: int, now: float, t0: float) -> tuple[int, list[int]]:
         """(the frame to render now or -1, the frames dropped on the way): frames whose audio
         has all arrived, skipping those that could not leave on time any more."""
-        self.t0 = t0 if self.t0 is None else self.t0
+        self.t0 = t0  # the stream's, which moves when the input stalls
         dropped = []
         while self.ready(received):
             i = self.next
             self.next += 1
-            if now + self.cost > self.due(i) + self.tolerance:
+            if now + min(self.cost, 1.0 / self.fps) > self.due(i) + self.tolerance:
                 self.dropped += 1
                 dropped.append(i)
                 continue
@@ -147,9 +175,9 @@ class FrameScheduler:
         return -1, dropped
 
     def rendered_in(self, seconds: float) -> None:
-        """Update the render-time estimate (exponential average, quick to rise)."""
-        rate = 0.5 if seconds > self.cost else 0.1
-        self.cost += rate * (seconds - self.cost)
+        """Update the render-time estimate (an exponential average). `take` counts at most one
+        frame period of it, so one slow frame cannot make it skip every frame after."""
+        self.cost += 0.2 * (seconds - self.cost)
 
     def on_time(self, i: int, now: float) -> bool:
         """Whether frame `i`, rendered by `now`, can still leave; counts it dropped if not."""
