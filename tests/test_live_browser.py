@@ -74,7 +74,8 @@ def chromium():
 
 @pytest.fixture(scope="module")
 def server(demo_model, demo_geometry, demo_warp, tmp_path_factory):
-    """`python -m speech2lip live` on the tiny demo model, on a free port: its URL."""
+    """`python -m speech2lip live` on the tiny demo model, on a free port, over one still
+    background frame (so that only the mouth moves): its URL."""
     base = tmp_path_factory.mktemp("live") / "demo"
     (base / "train").mkdir(parents=True)
     (base / "resample").symlink_to(demo_geometry / "resample")
@@ -83,7 +84,7 @@ def server(demo_model, demo_geometry, demo_warp, tmp_path_factory):
     port = _free_port()
     log = open(base / "live.log", "w+")  # noqa: SIM115 - read at the end
     command = [sys.executable, "-m", "speech2lip", "live", str(base / "train/model.pt"),
-               "--port", str(port), "--size", "256"]  # fmt: skip
+               "--port", str(port), "--size", "256", "--frames", "1"]  # fmt: skip
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 90
@@ -129,7 +130,7 @@ def test_the_browser_sees_the_subject_speak(server, chromium, demo_geometry, tmp
     last = _stats(driver)
     fps = (last["frames"] - first["frames"]) / (time.monotonic() - t0)
     assert fps >= 20, last
-    assert last["framesDiffer"] >= 0.8 * last["frames"], last  # the mouth moves with the speech
+    assert last["framesDiffer"] >= 0.5 * last["frames"], last
     assert last["error"] is None and last["state"] == "connected"
 
     # one client at a time: a second one gets "busy", as a page and as a refused offer
@@ -150,6 +151,8 @@ def test_the_browser_sees_the_subject_speak(server, chromium, demo_geometry, tmp
     figures = json.loads(_get(server + "stats")[1])
     assert figures["active"] is None
     assert figures["last"]["frames_rendered"] >= 100
+    # one still background frame: what changes is the mouth, moved by the speech
+    assert figures["last"]["frames_mouth_moved"] >= 0.5 * figures["last"]["frames_rendered"]
     assert figures["last"]["av_offset_ms_max_abs"] <= 40
 
 

@@ -111,6 +111,7 @@ class LiveEngine:
 
             rest_ids = rest_frames(self.voice.prob, data.split_ids("train"))
             self.rest = Renderer(self.model, data, self.cfg, device).rest_condition(rest_ids)
+        self.previous, self.change = None, 0.0  # the last mouth box, and how much it changed
         silent = np.full((2 * self.radius + 1, 80, 16), -4.0, np.float32)
         for i in range(3):  # the first calls are slow (allocations, kernels chosen): not live
             self.render(i, silent, 0.0)
@@ -142,6 +143,9 @@ class LiveEngine:
             out = self.model.compose(lips, self.mouth[k : k + 1], self.grid[k : k + 1],
                                      self.valid[k : k + 1]).clamp(0, 1)  # fmt: skip
         patch = (out[0] * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+        if self.previous is not None and self.previous.shape == patch.shape:
+            self.change = float(np.abs(patch.astype(np.int16) - self.previous).mean())
+        self.previous = patch
         frame = self.backgrounds[k].copy()
         x, y = self.origin[k]
         frame[y : y + patch.shape[0], x : x + patch.shape[1]] = patch

@@ -33,6 +33,7 @@ from speech2lip.media import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 log = logging.getLogger(__name__)
 
 VIDEO_CLOCK = 90000
+MOVED = 0.5  # mean grey levels: a mouth box that changed more than this moved
 BUSY_PAGE = ("<!doctype html><title>speech2lip live: busy</title><p id=status>speech2lip live "
              "is busy: another client is connected. Try again when it has left.</p>")  # fmt: skip
 
@@ -64,6 +65,7 @@ class Session:
         self.audio_sent: dict[int, float] = {}
         self.offsets: list[float] = []  # per frame: when it left minus when its audio left (s)
         self.late_sends = 0
+        self.mouth_moved = 0  # frames whose mouth box changed from the one before
         self.opened = clock()
         self.thread = threading.Thread(target=self._work, name="live-render", daemon=True)
         self.thread.start()
@@ -134,6 +136,7 @@ class Session:
                     self.loop.call_soon_threadsafe(self.on_failure)
                 return
             self.scheduler.rendered_in(clock() - t)
+            self.mouth_moved += engine.change > MOVED
             if self.scheduler.on_time(i, clock()):
                 self.loop.call_soon_threadsafe(self.frames.put_nowait, (i, image, arrival))
             else:
@@ -161,7 +164,8 @@ class Session:
                     "delay_ms": self.delay * 1000,
                     "av_offset_ms_mean": float(off.mean()) if len(off) else None,
                     "av_offset_ms_max_abs": float(np.abs(off).max()) if len(off) else None,
-                    "av_pairs": len(off), "input_shifts": len(self.stream.shifts),
+                    "av_pairs": len(off), "frames_mouth_moved": self.mouth_moved,
+                    "input_shifts": len(self.stream.shifts),
                     "input_shift_ms_total": 1000 * float(sum(self.stream.shifts))})  # fmt: skip
         out["frames_dropped"] += self.late_sends
         return out
