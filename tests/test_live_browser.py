@@ -156,6 +156,16 @@ def test_the_browser_sees_the_subject_speak(server, chromium, demo_geometry, tmp
     assert figures["last"]["av_offset_ms_max_abs"] <= 40
 
 
+def test_a_malformed_offer_is_refused_and_leaves_the_server_free(server):
+    for body in (b"not json", b'{"sdp": "v=0 nonsense", "type": "offer"}'):
+        request = urllib.request.Request(server + "offer", data=body,
+                                         headers={"Content-Type": "application/json"})  # fmt: skip
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 400
+        assert _get(server)[0] == 200
+
+
 def test_a_refused_microphone_is_one_clear_line(server, chromium, tmp_path):
     driver = chromium(tmp_path, wav=None)
     driver.get(server)

@@ -294,11 +294,15 @@ def build_app(engine: LiveEngine, wav: np.ndarray | None, budget: float, match_l
             if pc.connectionState in ("failed", "closed", "disconnected") and state["pc"] is pc:
                 await close(f"connection {pc.connectionState}")
 
-        await pc.setRemoteDescription(description)
-        video, audio = tracks(session)
-        pc.addTrack(video)
-        pc.addTrack(audio)
-        await pc.setLocalDescription(await pc.createAnswer())
+        try:
+            await pc.setRemoteDescription(description)
+            video, audio = tracks(session)
+            pc.addTrack(video)
+            pc.addTrack(audio)
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as exc:  # noqa: BLE001 - a malformed offer: refuse it, stay free
+            await close("the offer was refused")
+            return web.json_response({"error": f"not a usable WebRTC offer: {exc}"}, status=400)
         if wav is not None:
             asyncio.ensure_future(session.play(wav))
         return web.json_response({"sdp": pc.localDescription.sdp,
