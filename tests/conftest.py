@@ -144,3 +144,13 @@ def demo_model(demo_warp, tmp_path_factory) -> Path:
     run(demo_warp / "index.json", out, cfg, threads=1, resume="no",
         device="cpu")  # fmt: skip
     return out / "model.pt"
+
+
+def results_folder(base: Path, model: Path, geometry: Path, warp: Path) -> Path:
+    """`base` laid out as the pipeline's `results/<subject>` (links to the demo's outputs):
+    what live mode reads next to `train/model.pt`."""
+    (base / "train").mkdir(parents=True)
+    (base / "resample").symlink_to(geometry / "resample")
+    (base / "warp").symlink_to(warp)
+    (base / "train/model.pt").symlink_to(model)
+    return base

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import results_folder
 
 from speech2lip.data.audio import SAMPLES_PER_FRAME, frame_mel_windows
 from speech2lip.live.stream import (
@@ -164,11 +165,7 @@ def test_without_a_vad_every_frame_is_speech():
 def subject(demo_model, demo_geometry, demo_warp, tmp_path_factory):
     """A results/<subject> folder as the pipeline writes it (links to the demo's outputs)."""
     base = tmp_path_factory.mktemp("results") / "demo"
-    (base / "train").mkdir(parents=True)
-    (base / "resample").symlink_to(demo_geometry / "resample")
-    (base / "warp").symlink_to(demo_warp)
-    (base / "train/model.pt").symlink_to(demo_model)
-    return base
+    return results_folder(base, demo_model, demo_geometry, demo_warp)
 
 
 def test_the_live_frame_is_the_renderers_frame(subject, demo_warp):

@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from conftest import results_folder
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
@@ -76,11 +77,8 @@ def chromium():
 def server(demo_model, demo_geometry, demo_warp, tmp_path_factory):
     """`python -m speech2lip live` on the tiny demo model, on a free port, over one still
     background frame (so that only the mouth moves): its URL."""
-    base = tmp_path_factory.mktemp("live") / "demo"
-    (base / "train").mkdir(parents=True)
-    (base / "resample").symlink_to(demo_geometry / "resample")
-    (base / "warp").symlink_to(demo_warp)
-    (base / "train/model.pt").symlink_to(demo_model)
+    base = results_folder(tmp_path_factory.mktemp("live") / "demo", demo_model, demo_geometry,
+                          demo_warp)  # fmt: skip
     port = _free_port()
     log = open(base / "live.log", "w+")  # noqa: SIM115 - read at the end
     command = [sys.executable, "-m", "speech2lip", "live", str(base / "train/model.pt"),
