@@ -256,3 +256,15 @@ def test_a_bad_audio_file_is_one_line(subject, tmp_path):
     assert out.returncode == 1
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and str(bad) in lines[0], out.stderr
+
+
+@pytest.mark.parametrize(("option", "value", "says"), [
+    ("--port", "70000", "--port 70000: a port is 0..65535 (0: any free port)"),
+    ("--size", "8", "--size 8: at least 16 pixels"),
+    ("--frames", "0", "--frames 0: at least one background frame"),
+    ("--budget-ms", "-5", "--budget-ms -5.0: 0..5000 ms"),
+])  # fmt: skip
+def test_options_out_of_range_are_one_line(subject, option, value, says):
+    out = _live(subject / "train/model.pt", option, value)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [f"speech2lip live: error: {says}"]

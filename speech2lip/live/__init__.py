@@ -33,6 +33,18 @@ def open_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def check_options(port: int, size: int | None, frames: int, budget_ms: float) -> None:
+    """One clear line for an option out of range."""
+    if not 0 <= port <= 65535:
+        raise Speech2LipError(f"--port {port}: a port is 0..65535 (0: any free port)")
+    if size is not None and size < 16:
+        raise Speech2LipError(f"--size {size}: at least 16 pixels")
+    if frames < 1:
+        raise Speech2LipError(f"--frames {frames}: at least one background frame")
+    if not 0 <= budget_ms <= 5000:
+        raise Speech2LipError(f"--budget-ms {budget_ms}: 0..5000 ms")
+
+
 def run(model: str | Path, host: str = "127.0.0.1", port: int = 8080, size: int | None = 512,
         audio: str | Path | None = None, start_frame: int = 0, frames: int = 250,
         silence: bool = True, match_level: bool = True, budget_ms: float = 100.0,
@@ -44,6 +56,7 @@ def run(model: str | Path, host: str = "127.0.0.1", port: int = 8080, size: int 
     from speech2lip.live.engine import LiveEngine
     from speech2lip.live.server import build_app
 
+    check_options(port, size, frames, budget_ms)
     torch.set_num_threads(max(1, threads))
     sock = open_socket(host, port)
     try:
