@@ -164,6 +164,8 @@ class Session:
                     "delay_ms": self.delay * 1000,
                     "av_offset_ms_mean": float(off.mean()) if len(off) else None,
                     "av_offset_ms_max_abs": float(np.abs(off).max()) if len(off) else None,
+                    "av_offset_ms_p95_abs": float(np.percentile(np.abs(off), 95))
+                    if len(off) else None,
                     "av_pairs": len(off), "frames_mouth_moved": self.mouth_moved,
                     "input_shifts": len(self.stream.shifts),
                     "input_shift_ms_total": 1000 * float(sum(self.stream.shifts))})  # fmt: skip
