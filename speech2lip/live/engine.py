@@ -114,6 +114,7 @@ class LiveEngine:
         silent = np.full((2 * self.radius + 1, 80, 16), -4.0, np.float32)
         for i in range(3):  # the first calls are slow (allocations, kernels chosen): not live
             self.render(i, silent, 0.0)
+        self.previous, self.change = None, 0.0
         log.info("live: %s ready in %.1f s: %d background frames from frame %d, %dx%d output",
                  files["model"], time.monotonic() - t_start, len(self.ids), start_frame,
                  *self.size)  # fmt: skip
@@ -121,16 +122,16 @@ class LiveEngine:
     def background(self, i: int) -> int:
         """Output frame `i`'s position in the background cycle: forwards, then backwards
         (ping-pong, as `render` plays driven videos)."""
-        n = len(self.ids)
-        if n == 1:
-            return 0
-        phase = i % (2 * (n - 1))
-        return phase if phase < n else 2 * (n - 1) - phase
+        from speech2lip.renderer.frames import bounce
+
+        return int(bounce(i, len(self.ids)))
 
     def render(self, i: int, context: np.ndarray, rest_weight: float = 0.0) -> np.ndarray:
         """Output frame `i` from its mel context `(2r+1, 80, 16)`: `(h, w, 3) uint8` RGB at the
         output size; `rest_weight` blends the lips' conditioning towards the rest mouth."""
         import torch
+
+        from speech2lip.renderer import paste
 
         k = self.background(i)
         with torch.no_grad():
@@ -145,9 +146,7 @@ class LiveEngine:
         if self.previous is not None and self.previous.shape == patch.shape:
             self.change = float(np.abs(patch.astype(np.int16) - self.previous).mean())
         self.previous = patch
-        frame = self.backgrounds[k].copy()
-        x, y = self.origin[k]
-        frame[y : y + patch.shape[0], x : x + patch.shape[1]] = patch
+        frame = paste(self.backgrounds[k], patch, self.origin[k])
         if self.size != (self.width, self.height):
             frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
         return frame

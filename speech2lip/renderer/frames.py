@@ -30,10 +30,17 @@ def pingpong(n_out: int, n_frames: int, start: int = 0) -> np.ndarray:
         raise Speech2LipError(
             f"render.start_frame {start} is outside the subject's {n_frames} frames"
         )
+    return bounce(start + np.arange(n_out), n_frames)
+
+
+def bounce(steps, n_frames: int) -> np.ndarray:
+    """The ping-pong background frame of each of `steps` (0, 1, 2, ...: steps through the clip
+    from frame 0): 0 1 .. n-1 n-2 .. 1 0 1 .. `int64`, shaped like `steps`."""
+    steps = np.asarray(steps, np.int64)
     if n_frames == 1:
-        return np.zeros(n_out, np.int64)
+        return np.zeros_like(steps)
     period = 2 * (n_frames - 1)
-    phase = (start + np.arange(n_out)) % period
+    phase = steps % period
     return np.where(phase < n_frames, phase, period - phase).astype(np.int64)
 
 
