@@ -268,3 +268,55 @@ def test_options_out_of_range_are_one_line(subject, option, value, says):
     out = _live(subject / "train/model.pt", option, value)
     assert out.returncode == 1
     assert out.stderr.strip().splitlines() == [f"speech2lip live: error: {says}"]
+
+
+def test_the_server_is_free_only_once_the_sessions_figures_are_kept(subject, monkeypatch):
+    """Leaving: while the connection is still closing the page stays "busy"; once it answers
+    200, /stats already has the finished session's figures (CI once saw 200 and no figures)."""
+    import asyncio
+
+    from aiohttp.test_utils import TestClient, TestServer
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+
+    from speech2lip.live.engine import LiveEngine
+    from speech2lip.live.server import build_app
+
+    close = RTCPeerConnection.close
+
+    async def slow_close(self):
+        await asyncio.sleep(0.5)
+        await close(self)
+
+    engine = LiveEngine(subject / "train/model.pt", size=64, frames=2)
+
+    async def scenario():
+        client = TestClient(TestServer(build_app(engine, None, 0.05, True)))
+        await client.start_server()
+        browser = RTCPeerConnection()
+        try:
+            browser.addTransceiver("video", direction="recvonly")
+            browser.addTransceiver("audio", direction="sendrecv")
+            await browser.setLocalDescription(await browser.createOffer())
+            answer = await client.post("/offer", json={"sdp": browser.localDescription.sdp,
+                                                       "type": "offer"})  # fmt: skip
+            assert answer.status == 200
+            await browser.setRemoteDescription(RTCSessionDescription(**await answer.json()))
+            assert (await client.get("/")).status == 503
+            monkeypatch.setattr(RTCPeerConnection, "close", slow_close)
+            leaving = asyncio.ensure_future(client.post("/bye"))
+            seen = []
+            while not leaving.done():
+                page = (await client.get("/")).status
+                figures = await (await client.get("/stats")).json()
+                seen.append((page, figures["last"] is not None))
+                await asyncio.sleep(0.05)
+            assert (await leaving).status == 200
+            assert (await client.get("/")).status == 200
+            assert seen and all(kept for page, kept in seen if page == 200), seen
+            assert (await (await client.get("/stats")).json())["last"]["frames_rendered"] >= 0
+        finally:
+            monkeypatch.setattr(RTCPeerConnection, "close", close)
+            await browser.close()
+            await client.close()
+
+    asyncio.run(scenario())

@@ -255,11 +255,12 @@ def build_app(engine: LiveEngine, wav: np.ndarray | None, budget: float, match_l
         session, pc = state["session"], state["pc"]
         if session is None:
             return
-        state["session"] = state["pc"] = None
         session.stop()
-        await pc.close()
         figures = session.figures()
-        state["last"] = figures
+        # no await between freeing the server and recording the figures: a client that sees it
+        # free (the page answers 200) also sees this session's figures in /stats
+        state.update(session=None, pc=None, last=figures)
+        await pc.close()
         log.info("live: session %d ended (%s): %d frames rendered, %d dropped, latency mean "
                  "%s ms, p95 %s ms, audio/video offset at send max %s ms", state["sessions"],
                  reason, figures["frames_rendered"], figures["frames_dropped"],
