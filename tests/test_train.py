@@ -45,7 +45,7 @@ def test_model_pieces_shapes_and_gradients(demo_warp):
     assert composed.shape == batch["mouth"].shape
     loss = model.depth_photometric(batch["mouth"], batch["mouth_origin"], batch["relative_pose"])
     ((composed - batch["mouth"]) ** 2).mean().add(loss).backward()
-    assert model.depth.log_depth.grad.abs().sum() > 0  # D_c learns through C2O and L_d
+    assert model.depth.offset.grad.abs().sum() > 0  # D_c learns through C2O and L_d
     assert model.lips.first.weight.grad.abs().sum() > 0
 
 
@@ -343,3 +343,45 @@ def test_a_time_budget_stops_training_and_the_schedule_follows_the_clock(demo_wa
     with open(tmp_path / "heldout.csv") as f:
         assert [int(r["step"]) for r in csv.DictReader(f)] == [1]
     assert json.loads((tmp_path / "train.json").read_text())["steps"] == 1
+
+
+def test_a_checkpoint_of_other_code_data_or_layout_is_not_resumed(demo_warp, tmp_path, caplog,
+                                                                  monkeypatch):  # fmt: skip
+    """The train stage re-runs when its code or its data changed: a finished checkpoint of
+    the same options must not be handed back then (it would be the old model)."""
+    import json
+
+    import speech2lip.train.resume as resume
+
+    data = WarpData(demo_warp / "index.json")
+    train(data, tmp_path, options(steps=3), resume="no")
+    state = torch.load(tmp_path / "ckpt/last.pt", weights_only=True)
+
+    def reasons(run_data, mode="auto") -> str:
+        caplog.clear()
+        with caplog.at_level("INFO", logger="speech2lip.train.loop"):
+            train(run_data, tmp_path, options(steps=3), resume=mode)
+        return caplog.text
+
+    assert "resuming from" in reasons(data)  # same everything: the finished run, re-exported
+    monkeypatch.setattr(resume, "code_fingerprint", lambda: "0123456789abcdef")
+    assert "was written by other speech2lip code: starting over" in reasons(data)
+    with pytest.raises(Speech2LipError, match="other speech2lip code; remove"):
+        torch.save(state, tmp_path / "ckpt/last.pt")
+        train(data, tmp_path, options(steps=3), resume="yes")
+    monkeypatch.undo()
+
+    moved = tmp_path / "warp"  # the same shards, another index (a warp re-run)
+    moved.mkdir()
+    for item in demo_warp.iterdir():
+        if item.name != "index.json":
+            (moved / item.name).symlink_to(item)
+    index = json.loads((demo_warp / "index.json").read_text())
+    index["n_frames_note"] = "re-run"
+    (moved / "index.json").write_text(json.dumps(index, indent=1))
+    torch.save(state, tmp_path / "ckpt/last.pt")
+    assert "was trained on other data" in reasons(WarpData(moved / "index.json"))
+
+    state["model"]["depth.log_depth"] = state["model"].pop("depth.offset")  # an older layout
+    torch.save(state, tmp_path / "ckpt/last.pt")
+    assert "holds a model of another layout: starting over" in reasons(data)

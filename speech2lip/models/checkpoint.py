@@ -49,6 +49,7 @@ def load_model(path: str | Path, device: str = "cpu"):
 
     from speech2lip.config import ModelSizes
     from speech2lip.models.assembled import Speech2Lip
+    from speech2lip.models.depth import upgrade_state
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -61,7 +62,7 @@ def load_model(path: str | Path, device: str = "cpu"):
     sizes.setdefault("features", "mel")  # written before phone features existed
     canonical = {k: v.numpy() for k, v in state["canonical"].items()}
     model = Speech2Lip(canonical, ModelSizes(**sizes))
-    model.load_state_dict(state["model"])
+    model.load_state_dict(upgrade_state(state["model"]))
     # For inference: the Blend-Net's convolutions run about 30 % faster on CPUs with
     # channels-last tensors (the same numbers, to float rounding).
     model.blend.to(memory_format=torch.channels_last)

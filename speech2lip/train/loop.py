@@ -42,6 +42,7 @@ from speech2lip.train.resume import (
     load_checkpoint,
     save_checkpoint,
     trim_step_log,
+    why_not_resume,
 )
 from speech2lip.workers import die_with_parent
 
@@ -258,12 +259,13 @@ def train(
     wav: np.ndarray | None = None,
 ) -> tuple[Speech2Lip, dict]:
     """Train on `data`'s train split; checkpoints in `out_dir/ckpt/`, a CSV log in
-    `out_dir/train_log.csv`. `resume`: 'auto' (continue when the last checkpoint's options
-    hash matches, else start over and say so), 'yes' (continue or refuse), 'no'. `workers`
-    DataLoader processes read batches ahead (0: read in this process). `train_ids` replaces
-    the train split (e.g. to hold out other frames). `expert`: the frozen sync expert of L_s
-    (`opts.sync_weight` > 0). `opts.precision` bf16/fp16 runs the networks under autocast (the
-    geometry stays float32); `opts.compile` compiles the lip MLP and the Blend-Net.
+    `out_dir/train_log.csv`. `resume`: 'auto' (continue when the last checkpoint has the same
+    options, data, code and model layout, else start over and say so), 'yes' (continue or
+    refuse), 'no'. `workers` DataLoader processes read batches ahead (0: read in this process).
+    `train_ids` replaces the train split (e.g. to hold out other frames). `expert`: the frozen
+    sync expert of L_s (`opts.sync_weight` > 0). `opts.precision` bf16/fp16 runs the networks
+    under autocast (the geometry stays float32); `opts.compile` compiles the lip MLP and the
+    Blend-Net.
     `step_logs`: the caller's other CSVs with a `step` column (e.g. `heldout.csv`), trimmed
     like `train_log.csv` to the step the run starts from. `opts.minutes`: a wall-clock budget
     for this call's loop; it stops at the budget or at `opts.steps`, whichever comes first, the
@@ -288,16 +290,10 @@ def train(
     last = ckpt_dir / "last.pt"
     if resume != "no" and last.is_file():
         state = load_checkpoint(last)
-        past = int(state.get("step", 0)) > opts.steps
-        if state.get("digest") == opts.digest() and past:
-            if resume == "yes":
-                raise Speech2LipError(
-                    f"{last} is at step {state['step']}, past train.steps = {opts.steps}; remove "
-                    f"{ckpt_dir} or run without --resume yes to start over"
-                )
-            log.info("train: %s is at step %d, past train.steps = %d: starting over", last,
-                     int(state["step"]), opts.steps)  # fmt: skip
-        elif state.get("digest") == opts.digest():
+        why = why_not_resume(state, model, opts, data)
+        if why is None and int(state.get("step", 0)) > opts.steps:
+            why = f"is at step {state['step']}, past train.steps = {opts.steps}"
+        if why is None:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scaler.load_state_dict(state.get("scaler", {}))
@@ -305,11 +301,10 @@ def train(
             log.info("train: resuming from %s at step %d", last, start)
         elif resume == "yes":
             raise Speech2LipError(
-                f"{last} was trained with other options (hash {state.get('digest')}, now "
-                f"{opts.digest()}); remove {ckpt_dir} or run without --resume to start over"
+                f"{last} {why}; remove {ckpt_dir} or run without --resume yes to start over"
             )
         else:
-            log.info("train: %s has other options: starting over", last)
+            log.info("train: %s %s: starting over", last, why)
     elif resume == "yes":
         raise Speech2LipError(f"--resume: no checkpoint at {last}")
     train_ids = data.split_ids("train") if train_ids is None else np.asarray(train_ids)
@@ -371,7 +366,7 @@ def train(
             log.info("train: step %d/%d %s", done, opts.steps,
                      " ".join(f"{k} {v:.4f}" for k, v in history.items()))  # fmt: skip
         if done % opts.checkpoint_every == 0 or last_step:
-            save_checkpoint(last, model, optimizer, done, opts, scaler)
+            save_checkpoint(last, model, optimizer, done, opts, data, scaler)
         if on_step is not None:
             on_step(done, history, model)
         progress.update(done)

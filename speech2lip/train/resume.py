@@ -1,9 +1,12 @@
 """Resuming training: the checkpoint (`ckpt/last.pt`: weights, optimizer, step, options and
-their digest) and the step logs trimmed to match the step a run starts from."""
+their digest, and fingerprints of the training data and of the code) and the step logs trimmed
+to match the step a run starts from."""
 
 from __future__ import annotations
 
 import csv
+import functools
+import hashlib
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -19,10 +22,45 @@ LOG_COLUMNS = ["step", "seconds", "total", "lips", "perceptual", "depth", "mouth
                "mouth_perceptual", "sync"]  # fmt: skip
 
 
-def save_checkpoint(path: Path, model, optimizer, step: int, opts, scaler=None) -> None:
+@functools.cache
+def code_fingerprint() -> str:
+    """A hash of this speech2lip's Python sources: a checkpoint from other code is not
+    continued (it may have another model, loss or sampling; the train stage re-runs because
+    its code changed, and must not hand back the old run)."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def data_fingerprint(data) -> str:
+    """A hash of the warp index the run trains on (it names every shard, with its size)."""
+    return hashlib.sha256(data.index_path.read_bytes()).hexdigest()[:16]
+
+
+def why_not_resume(state: dict, model, opts, data) -> str | None:
+    """Why checkpoint `state` cannot be continued by this run, in words; None when it can."""
+    if state.get("digest") != opts.digest():
+        return f"was trained with other options (hash {state.get('digest')}, now {opts.digest()})"
+    if "code" not in state:
+        return "was written by an older speech2lip"
+    if state["code"] != code_fingerprint():
+        return "was written by other speech2lip code"
+    if state.get("data") != data_fingerprint(data):
+        return "was trained on other data (the warp stage re-ran since)"
+    ours = model.state_dict()
+    theirs = state.get("model", {})
+    if theirs.keys() != ours.keys() or any(theirs[k].shape != v.shape for k, v in ours.items()):
+        return "holds a model of another layout"
+    return None
+
+
+def save_checkpoint(path: Path, model, optimizer, step: int, opts, data, scaler=None) -> None:
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
              "scaler": scaler.state_dict() if scaler is not None else {},
              "options": json.dumps(asdict(opts)), "digest": opts.digest(),
+             "data": data_fingerprint(data), "code": code_fingerprint(),
              "version": __version__, "seed": opts.seed}  # fmt: skip
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
