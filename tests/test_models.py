@@ -274,3 +274,15 @@ def test_mouth_box_expert_input_is_resized_bgr():
     x = expert_faces(frames, lower_half=False)
     assert x.shape == (1, 15, 48, 96)
     assert torch.allclose(x[0, 12], torch.ones(48, 96)) and x.sum() == x[0, 12].sum()
+
+
+def test_the_paste_closes_one_pixel_cracks_and_keeps_real_holes():
+    from speech2lip.models.assembled import close_cracks
+
+    valid = torch.ones(1, 12, 12, dtype=torch.bool)
+    valid[0, 3, 1:11] = False  # a crack one pixel wide (a fold of the depth)
+    valid[0, 7:11, 4:8] = False  # a hole: the lips do not reach here
+    closed = close_cracks(valid)
+    assert closed[0, 3].all()
+    assert not closed[0, 8:10, 5:7].any()  # its inside stays the background's
+    assert closed[0, :3].all() and closed.sum() < valid.numel() - 4

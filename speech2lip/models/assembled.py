@@ -34,6 +34,15 @@ INPUT_SCALE = {"mel": 0.25, "phones": 1.0}
 FEATHER_PX = 8.0  # canonical-crop pixels over which the pasted lips fade in at the crop's edge
 
 
+def close_cracks(valid: Tensor) -> Tensor:
+    """C2O validity `(B, h, w)` with its one-pixel cracks closed: a pixel most of whose 3x3
+    neighbours are valid counts as valid. Where the canonical depth folds (a crease at the lip
+    line), C2O does not converge along a thin line, and the background's own mouth (dark, or
+    teeth) would show through it; the grid there is still about right."""
+    near = F.avg_pool2d(valid[:, None].float(), 3, stride=1, padding=1, count_include_pad=False)
+    return valid | (near[:, 0] > 0.5)
+
+
 class Speech2Lip(nn.Module):
     """Built from the warp output's canonical data (`WarpData.canonical`) and `ModelSizes`."""
 
@@ -162,6 +171,7 @@ class Speech2Lip(nn.Module):
         edge = torch.minimum(
             (1 - grid[..., 0].abs()) * (lw / 2), (1 - grid[..., 1].abs()) * (lh / 2)
         )
+        valid = close_cracks(valid)
         mask = (valid.to(lips.dtype) * (edge / FEATHER_PX).clamp(0, 1).to(lips.dtype))[:, None]
         pasted = F.grid_sample(lips, grid.to(lips.dtype), align_corners=False)
         pasted = pasted * mask + mouth * (1 - mask)
