@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -145,6 +146,7 @@ def test_train_stage_writes_a_model_that_rebuilds_alone(demo_warp, tmp_path):
     assert json.loads((tmp_path / "train.json").read_text())["steps"] == 4
     assert summary["static_mouth_psnr_db"] > 0 and "mouth" in summary["final_losses"]
     assert summary["mean_mouth_psnr_db"] > 0 and "beats_mean_mouth" in summary
+    assert summary["heldout_lip_coverage"] > 0.95  # the lips cover their crop
     data = WarpData(demo_warp / "index.json")
     model = load_model(tmp_path / "model.pt")  # no config, no data needed
     batch = to_tensors(data, np.array([5, 6]), 1, "cpu", model.sizes.features)
@@ -385,3 +387,29 @@ def test_a_checkpoint_of_other_code_data_or_layout_is_not_resumed(demo_warp, tmp
     state["model"]["depth.log_depth"] = state["model"].pop("depth.offset")  # an older layout
     torch.save(state, tmp_path / "ckpt/last.pt")
     assert "holds a model of another layout: starting over" in reasons(data)
+
+
+def test_lip_coverage_sees_the_background_show_through_a_rough_depth(demo_warp):
+    """The held-out figure that caught it: a canonical depth with pixel noise (what a free
+    per-pixel depth became in training) leaves holes in the paste once the head turns."""
+    from speech2lip.data.batches import to_tensors
+    from speech2lip.train.heldout import lip_coverage
+
+    data = WarpData(demo_warp / "index.json")
+    b = to_tensors(data, data.split_ids("test")[:4], TINY.audio_radius, "cpu", TINY.features)
+    depth = np.asarray(data.canonical["canonical_depth"])
+    z0, turn = float(np.median(depth[depth > 0])), math.radians(10)  # 10 degrees of yaw
+    yaw = torch.tensor([[math.cos(turn), 0, math.sin(turn)], [0, 1, 0],
+                        [-math.sin(turn), 0, math.cos(turn)]])  # fmt: skip
+    about_head = torch.eye(4)
+    about_head[:3, :3] = yaw
+    about_head[:3, 3] = (torch.eye(3) - yaw) @ torch.tensor([0.0, 0.0, z0])
+    b["relative_pose"] = about_head @ b["relative_pose"]
+    torch.manual_seed(0)
+    model = Speech2Lip(data.canonical, TINY).eval()
+    covered, inside = lip_coverage(model, b)
+    with torch.no_grad():
+        noise = torch.randn(model.depth.log_init.shape, generator=torch.Generator().manual_seed(0))
+        model.depth.log_init += 0.03 * noise  # about 6 cm at 2 m
+    rough, _ = lip_coverage(model, b)
+    assert inside > 1000 and covered / inside > 0.98 and rough / inside < 0.9, (covered, rough)

@@ -22,6 +22,7 @@ from speech2lip.errors import Speech2LipError
 from speech2lip.models.checkpoint import pick_device, save_model
 
 log = logging.getLogger(__name__)
+MIN_COVERAGE = 0.95  # share of the lip crop the composition should cover (else a warning)
 
 
 def preview(model, data, ids: np.ndarray, radius: int, device: str) -> np.ndarray:
@@ -138,8 +139,8 @@ class StepReport:
             writer.writerow([step, f"{scores['lips_psnr_db']:.3f}",
                              f"{scores['mouth_psnr_db']:.3f}"])  # fmt: skip
         log.info("train: step %d held-out lips PSNR %.2f dB (static mouth %.2f), mouth box "
-                 "%.2f dB", step, scores["lips_psnr_db"], self.static,
-                 scores["mouth_psnr_db"])  # fmt: skip
+                 "%.2f dB, lip crop covered %.1f %%", step, scores["lips_psnr_db"], self.static,
+                 scores["mouth_psnr_db"], 100 * scores["lip_coverage"])  # fmt: skip
         img = preview(model, self.data, self.shown, radius, self.device)
         save_png(self.out_dir / "previews" / f"step_{step:06d}.png", img)
 
@@ -236,6 +237,7 @@ def run(index, out_dir, cfg: TrainConfig, threads: int = 1, resume: str = "auto"
         "minutes": opts.minutes,
         "device": dev, "seconds": time.monotonic() - t0, "final_losses": last,
         "heldout_lips_psnr_db": final, "heldout_mouth_psnr_db": scores["mouth_psnr_db"],
+        "heldout_lip_coverage": scores["lip_coverage"],
         "static_mouth_psnr_db": static,
         "beats_static_mouth": final > static, "mean_mouth_psnr_db": mean_mouth,
         "beats_mean_mouth": final > mean_mouth, "heldout_sync": sync,
@@ -245,5 +247,10 @@ def run(index, out_dir, cfg: TrainConfig, threads: int = 1, resume: str = "auto"
         "options": dataclasses.asdict(opts), "digest": opts.digest(),
     }  # fmt: skip
     warn_if_behind(final, static, mean_mouth, guided=model.shape is not None)
+    if scores["lip_coverage"] < MIN_COVERAGE:
+        log.warning("train: the composition covers %.1f %% of the lip crop on held-out frames "
+                    "(expected %.0f %% or more): the background frame's own mouth shows through "
+                    "the rest; the learned canonical depth may fold (see train.depth_lr)",
+                    100 * scores["lip_coverage"], 100 * MIN_COVERAGE)  # fmt: skip
     write_json(out_dir / "train.json", summary)
     return summary

@@ -1,6 +1,7 @@
-"""Held-out evaluation during and after training: canonical-lips and mouth-box PSNR, the
-audio-blind baselines (static mouth, mean mouth), and the sync expert's view of generated
-5-frame windows (offset curve and confidence, as the `sync_expert` stage checks ground truth).
+"""Held-out evaluation during and after training: canonical-lips and mouth-box PSNR, how much
+of the lip crop the composition covers, the audio-blind baselines (static mouth, mean mouth),
+and the sync expert's view of generated 5-frame windows (offset curve and confidence, as the
+`sync_expert` stage checks ground truth).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 
 from speech2lip.data.batches import to_tensors
 from speech2lip.data.shards import WarpData
-from speech2lip.models.assembled import Speech2Lip
+from speech2lip.models.assembled import Speech2Lip, close_cracks
 from speech2lip.models.expert import curve_summary, offset_curve, resize_crops, window_starts
 
 
@@ -44,6 +45,17 @@ def generate(
             yield part, b, lips, composed
 
 
+def lip_coverage(model: Speech2Lip, b: dict, iterations: int = 4) -> tuple[float, float]:
+    """How much of the lip crop the composition covers in batch `b`: (pixels of the mouth
+    boxes well inside the crop's projection that get the generated lips, all such pixels). The
+    rest shows the background frame's own mouth (over the test split: the ground truth's)."""
+    with torch.no_grad():
+        grid, valid = model.c2o(b["relative_pose"], b["mouth_origin"], init=b["c2o_grid"],
+                                init_valid=b["c2o_mask"], iterations=iterations)  # fmt: skip
+    inner = (grid.abs() < 0.8).all(dim=-1)  # clear of the crop's feathered edge
+    return float((close_cracks(valid) & inner).sum()), float(inner.sum())
+
+
 def heldout_scores(
     model: Speech2Lip,
     data: WarpData,
@@ -54,11 +66,14 @@ def heldout_scores(
     search: int = 7,
 ) -> dict:
     """PSNR (dB) of the canonical lips (inside their masks) and of the composed mouth boxes
-    on frames `ids`; with the sync `expert`, its offset curve over the generated windows that
-    lie wholly inside `ids`, the best offset and the confidence (peak over median)."""
-    lips_err = lips_count = mouth_err = mouth_count = 0.0
+    on frames `ids`, and the share of the lip crop the composition covers; with the sync
+    `expert`, its offset curve over the generated windows that lie wholly inside `ids`, the
+    best offset and the confidence (peak over median)."""
+    lips_err = lips_count = mouth_err = mouth_count = covered = inside = 0.0
     crops = []
     for _, b, lips, composed in generate(model, data, ids, radius, device):
+        c, n = lip_coverage(model, b)
+        covered, inside = covered + c, inside + n
         m = b["canonical_mask"][:, None].float()
         lips_err += float((((lips - b["canonical_lips"]) ** 2) * m).sum())
         lips_count += float(m.sum()) * 3
@@ -67,7 +82,8 @@ def heldout_scores(
         if expert is not None:
             crops.append(resize_crops(composed.cpu()))
     out = {"lips_psnr_db": _psnr(lips_err, lips_count),
-           "mouth_psnr_db": _psnr(mouth_err, mouth_count)}  # fmt: skip
+           "mouth_psnr_db": _psnr(mouth_err, mouth_count),
+           "lip_coverage": covered / max(inside, 1.0)}  # fmt: skip
     starts = window_starts(np.sort(ids))
     if expert is not None and len(starts):
         mel = torch.from_numpy(data.read_field("mel", np.arange(len(data))))
