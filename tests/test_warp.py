@@ -187,7 +187,9 @@ def test_a_corrupted_shard_is_a_clear_error(tmp_path):
     path.write_bytes(bytes(raw))
     data = WarpData(tmp_path / "index.json")
     assert data[0]["mel"].shape == (80, 16)  # other shards still read
-    with pytest.raises(Speech2LipError, match=r"shard_00001\.h5 is damaged.*forcerun warp"):
+    with pytest.raises(
+        Speech2LipError, match=r"shard_00001\.h5 is damaged.*index\.json --forcerun warp`"
+    ):
         data[4]
 
 

@@ -90,7 +90,7 @@ def _damaged(path: Path, reason: str) -> Speech2LipError:
     subject_dir = path.parent.parent
     return Speech2LipError(
         f"warp shard {path} is damaged or incomplete ({reason}); rebuild it with "
-        f"`snakemake --cores all --forcerun warp {subject_dir / 'index.json'}`"
+        f"`snakemake --cores all {subject_dir / 'index.json'} --forcerun warp`"
     )
 
 
