@@ -159,6 +159,12 @@ def test_below_the_mean_mouth_is_a_warning_only_without_guidance(caplog):
     with caplog.at_level(logging.INFO, logger="speech2lip.train"):
         warn_if_behind(26.8, 25.0, 27.5)
     assert "has not yet learned from the audio" in caplog.text
+    assert "lip crop" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="speech2lip.train"):
+        warn_if_behind(28.0, 25.0, 27.5, coverage=0.8)
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warned) == 1 and "covers 80.0 % of the lip crop" in warned[0]
 
 
 def test_folds_hold_every_copy_of_their_frames():

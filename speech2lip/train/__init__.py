@@ -159,10 +159,17 @@ def final_sync(model, data, radius: int, device: str, sync_expert) -> dict | Non
     return sync
 
 
-def warn_if_behind(final: float, static: float, mean_mouth: float, guided: bool = False) -> None:
+def warn_if_behind(final: float, static: float, mean_mouth: float, guided: bool = False,
+                   coverage: float = 1.0) -> None:  # fmt: skip
     """Say so when the model does not beat the static or the mean mouth on held-out frames
     (`guided`: lip-shape guidance, whose mouth moves as widely as the real one, so PSNR, which
-    rewards a blurred average mouth, may stay below the mean mouth's without anything wrong)."""
+    rewards a blurred average mouth, may stay below the mean mouth's without anything wrong),
+    or when its lips leave more of their crop to the background than `MIN_COVERAGE` allows."""
+    if coverage < MIN_COVERAGE:
+        log.warning("train: the composition covers %.1f %% of the lip crop on held-out frames "
+                    "(expected %.0f %% or more): the background frame's own mouth shows through "
+                    "the rest; the learned canonical depth may fold (see train.depth_lr)",
+                    100 * coverage, 100 * MIN_COVERAGE)  # fmt: skip
     if not final > static:
         log.warning("train: the model (%.2f dB) does not beat the static mouth (%.2f dB) on "
                     "held-out frames; train longer (train.steps)", final, static)  # fmt: skip
@@ -246,11 +253,6 @@ def run(index, out_dir, cfg: TrainConfig, threads: int = 1, resume: str = "auto"
         "precision": pick_precision(opts.precision, torch.device(dev).type),
         "options": dataclasses.asdict(opts), "digest": opts.digest(),
     }  # fmt: skip
-    warn_if_behind(final, static, mean_mouth, guided=model.shape is not None)
-    if scores["lip_coverage"] < MIN_COVERAGE:
-        log.warning("train: the composition covers %.1f %% of the lip crop on held-out frames "
-                    "(expected %.0f %% or more): the background frame's own mouth shows through "
-                    "the rest; the learned canonical depth may fold (see train.depth_lr)",
-                    100 * scores["lip_coverage"], 100 * MIN_COVERAGE)  # fmt: skip
+    warn_if_behind(final, static, mean_mouth, model.shape is not None, scores["lip_coverage"])
     write_json(out_dir / "train.json", summary)
     return summary

@@ -49,9 +49,11 @@ def why_not_resume(state: dict, model, opts, data) -> str | None:
         return "was written by other speech2lip code"
     if state.get("data") != data_fingerprint(data):
         return "was trained on other data (the warp stage re-ran since)"
-    ours = model.state_dict()
     theirs = state.get("model", {})
-    if theirs.keys() != ours.keys() or any(theirs[k].shape != v.shape for k, v in ours.items()):
+    # buffers may differ in size (the lip-shape regressor's fitted rows); parameters may not
+    if theirs.keys() != model.state_dict().keys() or any(
+        theirs[k].shape != p.shape for k, p in model.named_parameters()
+    ):
         return "holds a model of another layout"
     return None
 
