@@ -286,3 +286,22 @@ def test_the_paste_closes_one_pixel_cracks_and_keeps_real_holes():
     assert closed[0, 3].all()
     assert not closed[0, 8:10, 5:7].any()  # its inside stays the background's
     assert closed[0, :3].all() and closed.sum() < valid.numel() - 4
+
+
+def test_loading_a_model_with_a_per_pixel_depth_says_to_retrain(demo_model, tmp_path, caplog):
+    from speech2lip.models.checkpoint import load_model
+
+    state = torch.load(demo_model, weights_only=True)
+    new = load_model(demo_model)
+    model = state["model"]
+    model["depth.log_depth"] = model.pop("depth.log_init") + new.depth.correction().detach()
+    del model["depth.offset"]
+    torch.save(state, tmp_path / "old.pt")
+    with caplog.at_level(logging.WARNING, logger="speech2lip.models.checkpoint"):
+        old = load_model(tmp_path / "old.pt")
+    assert "one value per pixel" in caplog.text and "retrain it" in caplog.text
+    assert torch.allclose(old.depth(), new.depth())
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="speech2lip.models.checkpoint"):
+        load_model(demo_model)
+    assert not caplog.text

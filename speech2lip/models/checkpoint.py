@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,8 @@ import numpy as np
 from speech2lip import __version__
 from speech2lip.atomic import atomic_path
 from speech2lip.errors import Speech2LipError
+
+log = logging.getLogger(__name__)
 
 # model.pt files written before the train config nested the sizes under `train.model`
 OLD_SIZE_NAMES = {"width": "lips_width", "depth": "lips_layers", "skip": "lips_skip"}
@@ -62,6 +65,10 @@ def load_model(path: str | Path, device: str = "cpu"):
     sizes.setdefault("features", "mel")  # written before phone features existed
     canonical = {k: v.numpy() for k, v in state["canonical"].items()}
     model = Speech2Lip(canonical, ModelSizes(**sizes))
+    if "depth.log_depth" in state["model"]:
+        log.warning("%s has a learned depth of one value per pixel (trained before 2026-12-03): "
+                    "part of its lips show the background frame's own mouth; retrain it "
+                    "(snakemake ... --forcerun train)", path)  # fmt: skip
     model.load_state_dict(upgrade_state(state["model"]))
     # For inference: the Blend-Net's convolutions run about 30 % faster on CPUs with
     # channels-last tensors (the same numbers, to float rounding).
