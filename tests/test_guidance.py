@@ -107,6 +107,32 @@ def test_calibration_opens_the_predicted_mouth_as_wide_as_the_real_one():
     assert basis.opening(wide["cv"]).min() >= basis.opening(closed).mean() - 3  # not past shut
 
 
+def test_calibration_centre_sets_how_open_the_mouth_is_on_average():
+    """About the mean shape (0) the predicted opening averages the real one; about the closed
+    mouth (1) every prediction opens wider, the closed ones stay; 0.5 lies between."""
+    from speech2lip.train.guidance import calibrate
+
+    points, opening = talking_face(300, seed=5)
+    basis = LipShapeBasis.fit(points, points[0], k=1)
+    codes = basis.encode(points)
+    rng = np.random.default_rng(6)
+    heard = opening[:, None] + rng.normal(scale=3.0, size=(300, 6))
+    fitted = fit_ridge(heard, codes, ridge=1.0)
+    real = basis.opening(codes)
+    got = {c: calibrate(fitted, basis, codes, centre=c) for c in (0.0, 0.5, 1.0)}
+    mean_open = {c: basis.opening(f["cv"]).mean() for c, f in got.items()}
+    assert mean_open[0.0] == pytest.approx(real.mean(), abs=0.05 * real.std())
+    assert mean_open[1.0] > real.mean() + 0.1 * real.std()  # scaled about shut: opens wider
+    assert mean_open[0.0] < mean_open[0.5] < mean_open[1.0]
+    for f in got.values():  # the same gain and spread whatever the centre
+        assert f["gain"][0] == pytest.approx(got[0.0]["gain"][0])
+        assert basis.opening(f["cv"]).std() == pytest.approx(real.std(), rel=0.05)
+    for c, f in got.items():  # the centre is the point the gain leaves where it is
+        centre = c * codes[real <= np.quantile(real, 0.1)].mean() + (1 - c) * codes.mean()
+        mapped = f["bias"][0] + f["gain"][0] * (centre - fitted["bias"][0])
+        assert mapped == pytest.approx(centre, abs=1e-6)
+
+
 def test_guided_model_follows_the_codes_it_is_given(demo_warp):
     data = WarpData(demo_warp / "index.json")
     model = Speech2Lip(data.canonical, GUIDED)

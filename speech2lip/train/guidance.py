@@ -55,7 +55,7 @@ def lip_shapes(
                        parts=np.tile(part, ctx.shape[1]), pooled=pooled,
                        times=np.tile(ids, len(heard)))  # fmt: skip
     if opts.shape_calibrate:
-        fitted = calibrate(fitted, basis, target)
+        fitted = calibrate(fitted, basis, target, opts.shape_centre)
     log.info("train: lip-shape guidance: %d codes from %d train frames in %d voices in %.1f s; "
              "cross-validated r per code %s, gains %s", k, len(ids), len(heard),
              time.monotonic() - t0,
@@ -64,16 +64,25 @@ def lip_shapes(
     return codes, fitted
 
 
-def calibrate(fitted: dict, basis: LipShapeBasis, codes: np.ndarray) -> dict:
+def calibrate(fitted: dict, basis: LipShapeBasis, codes: np.ndarray, centre: float = 0.5) -> dict:
     """Undo the regression's shrinkage: the codes the audio does not predict stay at their
-    mean; the others are scaled by one common gain about the train frames' closed mouth (the
-    mean code of their least open tenth), so a closed prediction stays closed and the
-    cross-validated predicted opening swings as widely as the real one (`codes`). Scaled about
-    the mean instead, predictions of a nearly shut mouth went past shut (macron: the opening's
-    correlation fell from 0.69 to 0.51)."""
+    mean; the others are scaled by one common gain, so that the cross-validated predicted
+    opening swings as widely as the real one (`codes`). The gain scales about a point
+    `centre` of the way from the train frames' mean code to their closed mouth (the mean code
+    of their least open tenth).
+
+    About the closed mouth (1), a closed prediction stays closed, but every other one opens
+    wider, the mean too: the cross-validated predicted opening of obama's and macron's train
+    frames averaged 3 px (reference-frame pixels) more than the real one, and a voice the
+    kernel finds unfamiliar, which falls back to that constant, opened wider still. About the
+    mean (0) the average opening is the real one (the least landmark error on those
+    predictions), but rendered, more frames go past what the lips can show shut, which costs
+    opening correlation (macron's test split: 0.73 -> 0.61). `train.shape_centre` sets it;
+    docs/benchmarks.md has the three measured."""
     mask = skilled(fitted).astype(np.float64)
     real = basis.opening(codes)
     closed = codes[real <= np.quantile(real, 0.1)].mean(axis=0) * mask
+    mean = codes.mean(axis=0) * mask
     spread = basis.opening(fitted["cv"] * mask).std()  # train codes have mean 0
     gain = real.std() / spread if spread > 0 else 1.0
-    return with_gains(fitted, mask * gain, centre=closed)
+    return with_gains(fitted, mask * gain, centre=centre * closed + (1 - centre) * mean)
