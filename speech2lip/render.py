@@ -112,6 +112,8 @@ def run(
                   "config": dataclasses.asdict(cfg), "start_frame": cfg.start_frame,
                   "pose_control": pose is not None,
                   "silent_frames": None if silent is None else int(silent.sum()),
+                  "resting_frames": None if silent is None else 0
+                  if renderer.rest_weight is None else int((renderer.rest_weight > 0).sum()),
                   "background": "test split frames" if driving is None else
                   f"ping-pong from frame {cfg.start_frame}"})  # fmt: skip
     write_json(Path(figures) if figures else video.with_suffix(".json"), stats)

@@ -57,6 +57,19 @@ def test_rest_weights_ramp_into_and_out_of_silence():
     assert voice.rest_weights(np.ones(4, bool), 3).tolist() == [1] * 4
 
 
+def test_rest_weights_leave_a_margin_next_to_speech_to_the_audio():
+    silent = np.zeros(30, bool)
+    silent[5:25] = True
+    w = voice.rest_weights(silent, ramp=2, margin=4)
+    assert (w[:9] == 0).all() and (w[21:] == 0).all()  # speech and 4 frames each side
+    assert w[9:11] == pytest.approx([0.5, 1]) and (w[11:19] == 1).all()
+    assert w[19:21] == pytest.approx([1, 0.5])
+    short = np.zeros(20, bool)
+    short[5:13] = True  # 8 silent frames: all within 4 of speech
+    assert (voice.rest_weights(short, ramp=2, margin=4) == 0).all()
+    assert voice.rest_weights(np.ones(6, bool), 2, margin=4).tolist() == [1] * 6  # no speech
+
+
 def test_rest_frames_prefer_silent_frames_and_fall_back_to_the_quietest():
     prob = np.linspace(0, 1, 100)
     assert (prob[voice.rest_frames(prob, np.arange(100))] < 0.5).all()
@@ -143,11 +156,18 @@ def test_silent_driving_audio_renders_a_resting_mouth(demo_model, demo_geometry,
                                                    encoder_preset="ultrafast"),
                 driving=str(drive), device="cpu")  # fmt: skip
     assert out.is_file() and stats["frames"] == 50 and stats["silent_frames"] == 50
+    assert stats["resting_frames"] == 50
+    margin = run(demo_model, demo_warp / "index.json", r / "frames.mkv", r / "meta.json",
+                 r / "audio.wav", tmp_path / "margin.mp4",
+                 RenderConfig(output_size="cropped", silence=True, silence_margin=12,
+                              encoder_preset="ultrafast"),
+                 driving=str(drive), device="cpu")  # fmt: skip
+    assert margin["resting_frames"] == 50  # no speech to leave a margin next to
     off = run(demo_model, demo_warp / "index.json", r / "frames.mkv", r / "meta.json",
               r / "audio.wav", tmp_path / "off.mp4",
               RenderConfig(output_size="cropped", encoder_preset="ultrafast", silence=False),
               driving=str(drive), device="cpu")  # fmt: skip
-    assert off["silent_frames"] is None
+    assert off["silent_frames"] is None and off["resting_frames"] is None
 
 
 def test_speech_level_and_matching():

@@ -95,9 +95,10 @@ def silent_frames(prob: np.ndarray, min_frames: int, threshold: float = THRESHOL
     return long[runs]
 
 
-def rest_weights(silent: np.ndarray, ramp: int) -> np.ndarray:
-    """Blend weight `(n,)` towards the rest mouth: 0 in speech, rising linearly over `ramp`
-    frames into each silent run (and falling the same way out of it), 1 inside."""
+def rest_weights(silent: np.ndarray, ramp: int, margin: int = 0) -> np.ndarray:
+    """Blend weight `(n,)` towards the rest mouth: 0 in speech and within `margin` frames of
+    it, rising linearly over the next `ramp` frames into each silent run (and falling the same
+    way out of it), 1 further inside."""
     silent = np.asarray(silent, bool)
     if not silent.any():
         return np.zeros(len(silent), np.float32)
@@ -106,7 +107,7 @@ def rest_weights(silent: np.ndarray, ramp: int) -> np.ndarray:
     from scipy.ndimage import distance_transform_edt
 
     distance = distance_transform_edt(silent)  # frames to the nearest speech frame
-    return np.clip(distance / max(1, ramp), 0, 1).astype(np.float32)
+    return np.clip((distance - margin) / max(1, ramp), 0, 1).astype(np.float32)
 
 
 def rest_frames(prob: np.ndarray, ids: np.ndarray, min_count: int = 5) -> np.ndarray:

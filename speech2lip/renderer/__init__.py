@@ -214,9 +214,11 @@ class SubjectVoice:
             log.info("render: no silent span of %d+ frames in the audio", cfg.silence_min_frames)
             return silent
         rest = rest_frames(self.prob, self.data.split_ids("train"))
-        renderer.set_rest(rest, rest_weights(silent, cfg.silence_ramp))
-        log.info("render: %d of %d frames silent (%.1f s): the mouth rests there (the mean of "
-                 "%d silent train frames)%s", silent.sum(), n, silent.sum() / FPS, len(rest),
+        weights = rest_weights(silent, cfg.silence_ramp, cfg.silence_margin)
+        renderer.set_rest(rest, weights)
+        log.info("render: %d of %d frames silent (%.1f s): the mouth rests in %d of them, past "
+                 "the %d next to speech (the mean of %d silent train frames)%s", silent.sum(),
+                 n, silent.sum() / FPS, (weights > 0).sum(), cfg.silence_margin, len(rest),
                  "; the audio is silent throughout" if silent.all() else "")  # fmt: skip
         return silent
 
