@@ -288,6 +288,29 @@ def test_the_paste_closes_one_pixel_cracks_and_keeps_real_holes():
     assert closed[0, :3].all() and closed.sum() < valid.numel() - 4
 
 
+def test_small_holes_are_filled_with_their_neighbours_grid_and_large_ones_kept():
+    from speech2lip.models.assembled import fill_holes
+
+    h = w = 24
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    grid = torch.stack([xs, ys], dim=-1)[None].clone()  # a smooth mapping
+    valid = torch.ones(1, h, w, dtype=torch.bool)
+    valid[0, :, 18:] = False  # the edge of the covered region: stays
+    valid[0, 4:8, 4:8] = False  # a 4x4 speck where Newton failed: filled
+    valid[0, 10:18, 6:14] = False  # an 8x8 hole: its middle stays
+    true = grid.clone()
+    grid[~valid] = 5.0  # whatever C2O left there
+    filled, v = fill_holes(grid, valid)
+    assert v[0, 4:8, 4:8].all()
+    step = 2 / (w - 1)  # one pixel in grid units
+    assert torch.allclose(filled[0, 4:8, 4:8], true[0, 4:8, 4:8], atol=step)  # within a pixel
+    assert not v[0, 13:15, 9:11].any()
+    assert not v[0, :, 19:].any() and v[0, :, :18].sum() > valid[0, :, :18].sum()
+    assert torch.equal(filled[valid], grid[valid])  # covered pixels keep their grid
+    same, v2 = fill_holes(grid, valid, rounds=0)
+    assert torch.equal(v2, valid)
+
+
 def test_loading_a_model_with_a_per_pixel_depth_says_to_retrain(demo_model, tmp_path, caplog):
     from speech2lip.models.checkpoint import load_model
 

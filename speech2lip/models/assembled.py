@@ -34,13 +34,38 @@ INPUT_SCALE = {"mel": 0.25, "phones": 1.0}
 FEATHER_PX = 8.0  # canonical-crop pixels over which the pasted lips fade in at the crop's edge
 
 
+HOLE_ROUNDS = 3  # `fill_holes` rounds: closes holes up to about 6 pixels across
+
+
 def close_cracks(valid: Tensor) -> Tensor:
     """C2O validity `(B, h, w)` with its one-pixel cracks closed: a pixel most of whose 3x3
     neighbours are valid counts as valid. Where the canonical depth folds (a crease at the lip
     line), C2O does not converge along a thin line, and the background's own mouth (dark, or
-    teeth) would show through it; the grid there is still about right."""
+    teeth) would show through it."""
     near = F.avg_pool2d(valid[:, None].float(), 3, stride=1, padding=1, count_include_pad=False)
     return valid | (near[:, 0] > 0.5)
+
+
+def fill_holes(grid: Tensor, valid: Tensor, rounds: int = HOLE_ROUNDS) -> tuple[Tensor, Tensor]:
+    """C2O grid `(B, h, w, 2)` and validity `(B, h, w)` with small holes filled: in each of
+    `rounds` rounds, an invalid pixel with at least 4 of its 8 neighbours valid becomes valid,
+    its grid the mean of theirs. Newton's inversion leaves cracks and specks of a few pixels
+    inside the lips where the depth is steep; the background showed through them as dots.
+    Larger holes keep their middle, and the edge of the covered region stays where it is (a
+    pixel next to a straight or diagonal edge has 3 valid neighbours)."""
+    kernel = torch.ones(1, 1, 3, 3, dtype=grid.dtype, device=grid.device)
+    kernel[..., 1, 1] = 0
+    v = valid[:, None]
+    g = torch.where(v, grid.permute(0, 3, 1, 2), torch.zeros((), dtype=grid.dtype))
+    for _ in range(rounds):
+        count = F.conv2d(v.to(grid.dtype), kernel, padding=1)
+        new = ~v & (count >= 4)
+        if not new.any():
+            break
+        total = F.conv2d(g.flatten(0, 1)[:, None], kernel, padding=1).view_as(g)
+        g = torch.where(new, total / count.clamp(min=1), g)
+        v = v | new
+    return g.permute(0, 2, 3, 1), v[:, 0]
 
 
 class Speech2Lip(nn.Module):
@@ -168,10 +193,10 @@ class Speech2Lip(nn.Module):
     ):
         """The mouth boxes with the lips pasted in, before the Blend-Net (and the paste mask)."""
         lw, lh = self.lip_box[2], self.lip_box[3]  # in full-size canonical pixels
+        grid, valid = fill_holes(grid, valid)
         edge = torch.minimum(
             (1 - grid[..., 0].abs()) * (lw / 2), (1 - grid[..., 1].abs()) * (lh / 2)
         )
-        valid = close_cracks(valid)
         mask = (valid.to(lips.dtype) * (edge / FEATHER_PX).clamp(0, 1).to(lips.dtype))[:, None]
         pasted = F.grid_sample(lips, grid.to(lips.dtype), align_corners=False)
         pasted = pasted * mask + mouth * (1 - mask)

@@ -14,7 +14,7 @@ import torch
 
 from speech2lip.data.batches import to_tensors
 from speech2lip.data.shards import WarpData
-from speech2lip.models.assembled import Speech2Lip, close_cracks
+from speech2lip.models.assembled import Speech2Lip, fill_holes
 from speech2lip.models.expert import curve_summary, offset_curve, resize_crops, window_starts
 
 
@@ -53,7 +53,7 @@ def lip_coverage(model: Speech2Lip, b: dict, iterations: int = 4) -> tuple[float
         grid, valid = model.c2o(b["relative_pose"], b["mouth_origin"], init=b["c2o_grid"],
                                 init_valid=b["c2o_mask"], iterations=iterations)  # fmt: skip
     inner = (grid.abs() < 0.8).all(dim=-1)  # clear of the crop's feathered edge
-    return float((close_cracks(valid) & inner).sum()), float(inner.sum())
+    return float((fill_holes(grid, valid)[1] & inner).sum()), float(inner.sum())
 
 
 def heldout_scores(
