@@ -276,18 +276,6 @@ def test_mouth_box_expert_input_is_resized_bgr():
     assert torch.allclose(x[0, 12], torch.ones(48, 96)) and x.sum() == x[0, 12].sum()
 
 
-def test_the_paste_closes_one_pixel_cracks_and_keeps_real_holes():
-    from speech2lip.models.assembled import close_cracks
-
-    valid = torch.ones(1, 12, 12, dtype=torch.bool)
-    valid[0, 3, 1:11] = False  # a crack one pixel wide (a fold of the depth)
-    valid[0, 7:11, 4:8] = False  # a hole: the lips do not reach here
-    closed = close_cracks(valid)
-    assert closed[0, 3].all()
-    assert not closed[0, 8:10, 5:7].any()  # its inside stays the background's
-    assert closed[0, :3].all() and closed.sum() < valid.numel() - 4
-
-
 def test_small_holes_are_filled_with_their_neighbours_grid_and_large_ones_kept():
     from speech2lip.models.assembled import fill_holes
 
@@ -297,6 +285,7 @@ def test_small_holes_are_filled_with_their_neighbours_grid_and_large_ones_kept()
     valid = torch.ones(1, h, w, dtype=torch.bool)
     valid[0, :, 18:] = False  # the edge of the covered region: stays
     valid[0, 4:8, 4:8] = False  # a 4x4 speck where Newton failed: filled
+    valid[0, 20, 1:17] = False  # a crack one pixel wide (a fold of the depth): closed
     valid[0, 10:18, 6:14] = False  # an 8x8 hole: its middle stays
     true = grid.clone()
     grid[~valid] = 5.0  # whatever C2O left there
@@ -305,6 +294,7 @@ def test_small_holes_are_filled_with_their_neighbours_grid_and_large_ones_kept()
     step = 2 / (w - 1)  # one pixel in grid units
     assert torch.allclose(filled[0, 4:8, 4:8], true[0, 4:8, 4:8], atol=step)  # within a pixel
     assert not v[0, 13:15, 9:11].any()
+    assert v[0, 20, :18].all()
     assert not v[0, :, 19:].any() and v[0, :, :18].sum() > valid[0, :, :18].sum()
     assert torch.equal(filled[valid], grid[valid])  # covered pixels keep their grid
     same, v2 = fill_holes(grid, valid, rounds=0)

@@ -37,20 +37,12 @@ FEATHER_PX = 8.0  # canonical-crop pixels over which the pasted lips fade in at 
 HOLE_ROUNDS = 3  # `fill_holes` rounds: closes holes up to about 6 pixels across
 
 
-def close_cracks(valid: Tensor) -> Tensor:
-    """C2O validity `(B, h, w)` with its one-pixel cracks closed: a pixel most of whose 3x3
-    neighbours are valid counts as valid. Where the canonical depth folds (a crease at the lip
-    line), C2O does not converge along a thin line, and the background's own mouth (dark, or
-    teeth) would show through it."""
-    near = F.avg_pool2d(valid[:, None].float(), 3, stride=1, padding=1, count_include_pad=False)
-    return valid | (near[:, 0] > 0.5)
-
-
 def fill_holes(grid: Tensor, valid: Tensor, rounds: int = HOLE_ROUNDS) -> tuple[Tensor, Tensor]:
     """C2O grid `(B, h, w, 2)` and validity `(B, h, w)` with small holes filled: in each of
     `rounds` rounds, an invalid pixel with at least 4 of its 8 neighbours valid becomes valid,
-    its grid the mean of theirs. Newton's inversion leaves cracks and specks of a few pixels
-    inside the lips where the depth is steep; the background showed through them as dots.
+    its grid the mean of theirs. Newton's inversion leaves cracks (where the canonical depth
+    folds, at the lip line) and specks of a few pixels inside the lips where the depth is
+    steep; the background's own mouth showed through them as lines and dots.
     Larger holes keep their middle, and the edge of the covered region stays where it is (a
     pixel next to a straight or diagonal edge has 3 valid neighbours)."""
     kernel = torch.ones(1, 1, 3, 3, dtype=grid.dtype, device=grid.device)
