@@ -49,6 +49,7 @@ from speech2lip.workers import die_with_parent
 log = logging.getLogger(__name__)
 
 SYNC_SCALE = 2  # L_s composes its windows at half the mouth box's resolution
+TRAIN_FILL_ROUNDS = 1  # `fill_holes` rounds in training: cracks only (rendering fills specks too)
 
 
 def pick_precision(name: str, device_type: str) -> str:
@@ -171,7 +172,7 @@ def sync_loss(model: Speech2Lip, batch: dict, opts: TrainConfig, expert) -> torc
     mouth = F.avg_pool2d(batch["sync_mouth"], s)
     grid = F.avg_pool2d(batch["sync_c2o_grid"].permute(0, 3, 1, 2), s).permute(0, 2, 3, 1)
     valid = F.avg_pool2d(batch["sync_c2o_mask"][:, None].float(), s)[:, 0] > 0.999
-    composed = model.paste(lips, mouth, grid, valid)
+    composed = model.paste(lips, mouth, grid, valid, fill_rounds=TRAIN_FILL_ROUNDS)
     frames = composed.reshape(-1, WINDOW, *composed.shape[1:])
     face = expert.face_embedding(expert_faces(frames, lower_half=False))
     mel = torch.cat([batch["sync_mel"], batch["sync_wrong_mel"]])[:, None]
@@ -231,7 +232,9 @@ def losses(
         holes = None
         if opts.holes_probability > 0:
             _, holes = black_holes(whole["mouth"], opts.holes_probability)
-        composed = model.compose(lips, whole["mouth"], grid, valid, holes)
+        composed = model.compose(
+            lips, whole["mouth"], grid, valid, holes, fill_rounds=TRAIN_FILL_ROUNDS
+        )
         out["mouth"] = F.mse_loss(composed.float(), whole["mouth"])
         total = total + opts.mouth_weight * out["mouth"]
         if use_perceptual:  # L_w's perceptual part
