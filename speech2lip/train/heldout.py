@@ -14,7 +14,7 @@ import torch
 
 from speech2lip.data.batches import to_tensors
 from speech2lip.data.shards import WarpData
-from speech2lip.models.assembled import Speech2Lip, fill_holes
+from speech2lip.models.assembled import HOLE_ROUNDS, Speech2Lip, fill_holes
 from speech2lip.models.expert import curve_summary, offset_curve, resize_crops, window_starts
 
 
@@ -45,7 +45,9 @@ def generate(
             yield part, b, lips, composed
 
 
-def lip_coverage(model: Speech2Lip, b: dict, iterations: int = 4) -> tuple[float, float]:
+def lip_coverage(
+    model: Speech2Lip, b: dict, iterations: int = 4, fill_rounds: int = HOLE_ROUNDS
+) -> tuple[float, float]:
     """How much of the lip crop the composition covers in batch `b`: (pixels of the mouth
     boxes well inside the crop's projection that get the generated lips, all such pixels). The
     rest shows the background frame's own mouth (over the test split: the ground truth's)."""
@@ -53,7 +55,7 @@ def lip_coverage(model: Speech2Lip, b: dict, iterations: int = 4) -> tuple[float
         grid, valid = model.c2o(b["relative_pose"], b["mouth_origin"], init=b["c2o_grid"],
                                 init_valid=b["c2o_mask"], iterations=iterations)  # fmt: skip
     inner = (grid.abs() < 0.8).all(dim=-1)  # clear of the crop's feathered edge
-    return float((fill_holes(grid, valid)[1] & inner).sum()), float(inner.sum())
+    return float((fill_holes(grid, valid, fill_rounds)[1] & inner).sum()), float(inner.sum())
 
 
 def heldout_scores(
