@@ -196,8 +196,8 @@ class Speech2Lip(nn.Module):
         fill_rounds: int = HOLE_ROUNDS,
     ):  # fmt: skip
         """The mouth boxes with the lips pasted in, before the Blend-Net (and the paste mask).
-        `fill_rounds`: `fill_holes` rounds (training uses 1, which closes cracks: it costs a
-        few ms per round and the Blend-Net learns to repair holes anyway)."""
+        `fill_rounds`: `fill_holes` rounds (training uses 1, which closes cracks: each round
+        costs tens of ms per batch on a CPU, and the Blend-Net learns to repair holes anyway)."""
         lw, lh = self.lip_box[2], self.lip_box[3]  # in full-size canonical pixels
         grid, valid = fill_holes(grid, valid, fill_rounds)
         edge = torch.minimum(
