@@ -100,7 +100,7 @@ def test_calibration_opens_the_predicted_mouth_as_wide_as_the_real_one():
     fitted = fit_ridge(heard, codes, ridge=1.0)
     shrunk = basis.opening(fitted["cv"]).std() / basis.opening(codes).std()
     assert shrunk < 0.95  # regression shrinks towards the mean
-    wide = calibrate(fitted, basis, codes)
+    wide = calibrate(fitted, basis, codes, centre=0.5)
     assert wide["gain"][0] > 1
     assert basis.opening(wide["cv"]).std() == pytest.approx(basis.opening(codes).std(), rel=0.05)
     closed = codes[basis.opening(codes) <= np.quantile(basis.opening(codes), 0.1)]

@@ -64,7 +64,7 @@ def lip_shapes(
     return codes, fitted
 
 
-def calibrate(fitted: dict, basis: LipShapeBasis, codes: np.ndarray, centre: float = 0.5) -> dict:
+def calibrate(fitted: dict, basis: LipShapeBasis, codes: np.ndarray, centre: float) -> dict:
     """Undo the regression's shrinkage: the codes the audio does not predict stay at their
     mean; the others are scaled by one common gain, so that the cross-validated predicted
     opening swings as widely as the real one (`codes`). The gain scales about a point
