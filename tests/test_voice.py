@@ -240,3 +240,42 @@ def test_the_rest_mouth_is_closed_not_the_mean_of_silent_frames(demo_model, demo
     renderer = Renderer(model, data, RenderConfig(), "cpu")
     renderer.set_rest(train, np.ones(4, np.float32))
     np.testing.assert_allclose(renderer.rest_cond[-3:].numpy(), rest, rtol=1e-5, atol=1e-6)
+
+
+def test_the_rest_mouth_is_a_real_closed_frame_s_lips(demo_model, demo_warp):
+    import torch
+
+    from speech2lip.data.batches import read_audio
+    from speech2lip.data.shards import WarpData
+    from speech2lip.geometry.topology import inner_lip_opening
+    from speech2lip.models.checkpoint import load_model
+    from speech2lip.renderer import FIELDS, Renderer, mel_contexts, rest_lips
+
+    model = load_model(demo_model)
+    data = WarpData(demo_warp / "index.json", fields=FIELDS + ["mel"])
+    train = data.split_ids("train")
+    image, valid, frame = rest_lips(data, train)
+    opening = inner_lip_opening(data.read_field("landmarks", train)[..., :2])
+    assert frame in train
+    assert inner_lip_opening(data.read_field("landmarks", [frame])[0, :, :2]) <= np.quantile(
+        opening, 0.25
+    )  # one of the closed mouths
+    np.testing.assert_array_equal(image, data.read_field("canonical_lips", [frame])[0])
+    assert valid.dtype == bool and valid.mean() > 0.9
+    # at rest the renderer draws those lips (where valid) whatever the audio says
+    ctx = mel_contexts(read_audio(data, np.arange(len(data)), model.sizes.features),
+                       model.sizes.audio_radius)  # fmt: skip
+    renderer = Renderer(model, data, RenderConfig(), "cpu")
+    bg = np.array([10, 10])
+    renderer.set_rest(train, np.array([1.0, 1.0], np.float32))
+    rest, _ = renderer.mouths(ctx[[20, 60]], bg, out_ids=np.arange(2))
+    lips = torch.as_tensor(image / 255.0, dtype=torch.float32).permute(2, 0, 1)
+    cond = renderer.condition(torch.as_tensor(ctx[[20]]), np.arange(1))
+    drawn = renderer.model.canonical_lips(cond, None, random=False)
+    mask = torch.as_tensor(valid, dtype=torch.float32)
+    expected = (lips * mask + drawn[0].detach() * (1 - mask))[None].expand(2, -1, -1, -1)
+    real, _ = renderer.mouths(ctx[[20, 60]], bg, lips=expected.numpy())
+    assert np.abs(rest.astype(int) - real).max() <= 1
+    renderer.clear_rest()
+    free, _ = renderer.mouths(ctx[[20, 60]], bg, out_ids=np.arange(2))
+    assert np.abs(free.astype(int) - rest).max() > 10  # the drawn lips differ from them

@@ -104,12 +104,14 @@ class LiveEngine:
         self.backgrounds = [source[int(k)] for k in self.ids]
 
         self.voice = SubjectVoice(data, files["audio"])
-        self.rest = None
+        self.rest = self.rest_lips = None
         if silence:
             from speech2lip.data.voice import rest_frames
 
             rest_ids = rest_frames(self.voice.prob, data.split_ids("train"))
-            self.rest = Renderer(self.model, data, self.cfg, device).rest_condition(rest_ids)
+            renderer = Renderer(self.model, data, self.cfg, device)
+            self.rest = renderer.rest_condition(rest_ids)
+            self.rest_lips = renderer.real_rest_lips(rest_ids)
         self.previous, self.change = None, 0.0  # the last mouth box, and how much it changed
         silent = np.full((2 * self.radius + 1, 80, 16), -4.0, np.float32)
         for i in range(3):  # the first calls are slow (allocations, kernels chosen): not live
@@ -128,10 +130,11 @@ class LiveEngine:
 
     def render(self, i: int, context: np.ndarray, rest_weight: float = 0.0) -> np.ndarray:
         """Output frame `i` from its mel context `(2r+1, 80, 16)`: `(h, w, 3) uint8` RGB at the
-        output size; `rest_weight` blends the lips' conditioning towards the rest mouth."""
+        output size; `rest_weight` blends the lips (their conditioning, then the drawn lips)
+        towards the rest mouth."""
         import torch
 
-        from speech2lip.renderer import paste
+        from speech2lip.renderer import blend_rest, paste
 
         k = self.background(i)
         with torch.no_grad():
@@ -140,6 +143,9 @@ class LiveEngine:
             if self.rest is not None and rest_weight > 0:
                 cond = torch.lerp(cond, self.rest.to(cond.dtype)[None], float(rest_weight))
             lips = self.model.canonical_lips(cond, self.time[k : k + 1], random=False)
+            if self.rest is not None and rest_weight > 0:
+                w = torch.full((1,), float(rest_weight), device=self.device)
+                lips = blend_rest(lips, self.rest_lips, w)
             out = self.model.compose(lips, self.mouth[k : k + 1], self.grid[k : k + 1],
                                      self.valid[k : k + 1]).clamp(0, 1)  # fmt: skip
         patch = (out[0] * 255).round().byte().permute(1, 2, 0).cpu().numpy()

@@ -88,6 +88,33 @@ def closed_codes(data, ids: np.ndarray, k: int) -> np.ndarray:
     return codes[opening <= np.quantile(opening, 0.25)].mean(axis=0)
 
 
+def rest_lips(data, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """The subject's rest mouth as it looks: the canonical lips `(lh, lw, 3)` (uint8 RGB) and
+    valid pixels `(lh, lw)` (bool) of one real frame among `ids` (its silent train frames), and
+    that frame. Of their least open quarter (aligned lip landmarks; at least 3 frames), the
+    frame whose lips are nearest that quarter's mean shape: a typical closed mouth, drawn from
+    the video itself. The lip model draws the closed lips' codes a few pixels open (given a
+    train frame's own codes it drew obama's openings 0.82x as wide as they are), and MediaPipe
+    read them open by 0.4-5.9 px, the rest mouth of a real closed frame by its own opening."""
+    from speech2lip.geometry.lipshape import align
+    from speech2lip.geometry.topology import inner_lip_opening, topology
+
+    ids = np.asarray(ids)
+    points = data.read_field("landmarks", ids).astype(np.float64)
+    reference = data.read_field("landmarks", [int(data.canonical["canonical_index"])])[0]
+    layout = topology(points)
+    lips = align(points, reference.astype(np.float64), layout.stable)[:, list(layout.lips)]
+    opening = inner_lip_opening(points[..., :2])
+    closed = np.flatnonzero(opening <= np.quantile(opening, 0.25))
+    if len(closed) < 3:
+        closed = np.argsort(opening, kind="stable")[: min(3, len(ids))]
+    mean = lips[closed].mean(axis=0)
+    best = int(ids[closed[np.argmin(np.linalg.norm(lips[closed] - mean, axis=-1).mean(-1))]])
+    image = data.read_field("canonical_lips", [best])[0]
+    valid = data.read_field("canonical_mask", [best])[0].astype(bool)
+    return image, valid, best
+
+
 def mel_contexts(mel: np.ndarray, radius: int) -> np.ndarray:
     """The lip model's audio input for every output frame: `(n, 2r+1, rows, 16)`, the audio
     windows `(n, rows, 16)` around it (the training loop's `AUDIO_OFFSET` centring)."""
@@ -105,13 +132,26 @@ class Renderer:
         self.model, self.data, self.cfg, self.device = model, data, cfg, device
         self.n_frames = len(data)
         self.rest_cond = None  # (D,): what the lips are conditioned on at rest
+        self.rest_lips = None  # (4, lh, lw): the rest mouth's real lips (rgb, valid)
         self.rest_weight = None  # (n_out,): per output frame, 0 speech .. 1 rest
 
     def set_rest(self, rest_ids: np.ndarray, weights: np.ndarray) -> None:
-        """Blend each output frame's conditioning towards the rest mouth by `weights`; the
-        rest mouth is `rest_condition(rest_ids)`."""
+        """Blend each output frame towards the rest mouth by `weights`: the lips'
+        conditioning towards `rest_condition(rest_ids)`, and the lips drawn from it towards
+        the real lips of a closed frame among `rest_ids` (`rest_lips`)."""
         self.rest_cond = self.rest_condition(rest_ids)
+        self.rest_lips = self.real_rest_lips(rest_ids)
         self.rest_weight = np.asarray(weights, np.float32)
+
+    def real_rest_lips(self, rest_ids: np.ndarray):
+        """`rest_lips` of frames `rest_ids` as one tensor `(4, lh, lw)` on the device: rgb in
+        0..1, then 1 where valid."""
+        import torch
+
+        image, valid, frame = rest_lips(self.data, rest_ids)
+        log.info("render: the rest mouth's lips are frame %d's", frame)
+        rgba = np.concatenate([image / 255.0, valid[..., None]], axis=-1)
+        return torch.as_tensor(rgba, dtype=torch.float32, device=self.device).permute(2, 0, 1)
 
     def rest_condition(self, rest_ids: np.ndarray):
         """What the lips are conditioned on at rest `(D,)`: the mean conditioning of the
@@ -136,7 +176,7 @@ class Renderer:
 
     def clear_rest(self) -> None:
         """Back to the audio's own lips everywhere (undo `set_rest`)."""
-        self.rest_cond = self.rest_weight = None
+        self.rest_cond = self.rest_lips = self.rest_weight = None
 
     def condition(self, mel_ctx, out_ids=None):
         """The lips' conditioning `(B, D)` of mel windows `mel_ctx` (a tensor), blended
@@ -166,11 +206,23 @@ class Renderer:
             lips = torch.as_tensor(lips, device=self.device)
         with torch.no_grad():
             cond = self.condition(mel, out_ids) if lips is None else None
+            if cond is not None and self.rest_lips is not None and out_ids is not None:
+                w = self.rest_weight[out_ids]
+                if w.any():
+                    drawn = self.model.canonical_lips(cond, t, random=False)
+                    lips = blend_rest(drawn, self.rest_lips, torch.as_tensor(w, device=self.device))
             out, _ = self.model.render_mouth(mel, t, b["mouth"], b["mouth_origin"],
                                              b["relative_pose"], b["c2o_grid"], b["c2o_mask"],
                                              self.cfg.c2o_iterations, lips, cond)  # fmt: skip
         img = (out * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
         return img, arrays["mouth_origin"]
+
+
+def blend_rest(lips, rest, weight):
+    """Lips `(B, 3, lh, lw)` moved towards the rest mouth's real lips `rest` `(4, lh, lw)` (rgb,
+    valid) by `weight` `(B,)`, where those are valid (elsewhere the drawn lips stay)."""
+    w = weight.to(lips.dtype)[:, None, None, None] * rest[3:].to(lips.dtype)
+    return lips + (rest[:3].to(lips.dtype) - lips) * w
 
 
 class SubjectVoice:
@@ -204,8 +256,8 @@ class SubjectVoice:
 
     def rest_in_silence(self, renderer: Renderer, prob: np.ndarray, cfg: RenderConfig):
         """The silent runs of output frames with speech probability `prob`: their mouths move to
-        the subject's rest mouth (the mean of its silent train frames). Returns the silent
-        frames `(n,)`."""
+        the subject's rest mouth (the real lips of a closed one of its silent train frames).
+        Returns the silent frames `(n,)`."""
         from speech2lip.data.voice import rest_frames, rest_weights, silent_frames
 
         n = len(prob)
@@ -217,7 +269,7 @@ class SubjectVoice:
         weights = rest_weights(silent, cfg.silence_ramp, cfg.silence_margin)
         renderer.set_rest(rest, weights)
         log.info("render: %d of %d frames silent (%.1f s): the mouth rests in %d of them, past "
-                 "the %d next to speech (the mean of %d silent train frames)%s", silent.sum(),
+                 "the %d next to speech (a closed one of %d silent train frames)%s", silent.sum(),
                  n, silent.sum() / FPS, (weights > 0).sum(), cfg.silence_margin, len(rest),
                  "; the audio is silent throughout" if silent.all() else "")  # fmt: skip
         return silent
