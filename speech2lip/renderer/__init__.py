@@ -91,9 +91,9 @@ def closed_codes(data, ids: np.ndarray, k: int) -> np.ndarray:
 def rest_lips(data, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """The subject's rest mouth as it looks: the canonical lips `(lh, lw, 3)` (uint8 RGB) and
     valid pixels `(lh, lw)` (bool) of one real frame among `ids` (its silent train frames), and
-    that frame. Of their least open quarter (aligned lip landmarks; at least 3 frames), the
-    frame whose lips are nearest that quarter's mean shape: a typical closed mouth, drawn from
-    the video itself. The lip model draws the closed lips' codes a few pixels open (given a
+    that frame. Of their least open tenth (inner-lip opening; at least 3 frames), the frame
+    whose aligned lips are nearest that tenth's mean shape: a typical closed mouth, drawn from
+    the video itself, as open as the subject's 10th-percentile mouth or less. The lip model draws the closed lips' codes a few pixels open (given a
     train frame's own codes it drew obama's openings 0.82x as wide as they are), and MediaPipe
     read them open by 0.4-5.9 px, the rest mouth of a real closed frame by its own opening."""
     from speech2lip.geometry.lipshape import align
@@ -105,7 +105,7 @@ def rest_lips(data, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     layout = topology(points)
     lips = align(points, reference.astype(np.float64), layout.stable)[:, list(layout.lips)]
     opening = inner_lip_opening(points[..., :2])
-    closed = np.flatnonzero(opening <= np.quantile(opening, 0.25))
+    closed = np.flatnonzero(opening <= np.quantile(opening, 0.1))
     if len(closed) < 3:
         closed = np.argsort(opening, kind="stable")[: min(3, len(ids))]
     mean = lips[closed].mean(axis=0)
