@@ -93,9 +93,10 @@ def rest_lips(data, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     valid pixels `(lh, lw)` (bool) of one real frame among `ids` (its silent train frames), and
     that frame. Of their least open tenth (inner-lip opening; at least 3 frames), the frame
     whose aligned lips are nearest that tenth's mean shape: a typical closed mouth, drawn from
-    the video itself, as open as the subject's 10th-percentile mouth or less. The lip model draws the closed lips' codes a few pixels open (given a
-    train frame's own codes it drew obama's openings 0.82x as wide as they are), and MediaPipe
-    read them open by 0.4-5.9 px, the rest mouth of a real closed frame by its own opening."""
+    the video itself, as open as the subject's 10th-percentile mouth or less. The lip model
+    draws closed codes a few pixels open (given a train frame's own codes it drew obama's
+    openings 0.82x as wide as they are), and MediaPipe read them open by 0.4-5.9 px; the rest
+    mouth of a real closed frame reads as that frame's own opening."""
     from speech2lip.geometry.lipshape import align
     from speech2lip.geometry.topology import inner_lip_opening, topology
 
