@@ -206,6 +206,21 @@ def test_at_rest_the_live_mouth_ignores_the_audio(subject):
     assert engine.render(2, a, 1.0).shape == (128, 128, 3)
     np.testing.assert_array_equal(engine.render(2, a, 1.0), engine.render(2, b, 1.0))
     assert not np.array_equal(engine.render(2, a, 0.0), engine.render(2, b, 0.0))
+    # at rest the lips are the real ones of a closed frame of the subject (where valid)
+    import torch
+
+    seen, compose = {}, engine.model.compose
+
+    def spy(lips, *args):
+        seen["lips"] = lips
+        return compose(lips, *args)
+
+    engine.model.compose = spy
+    engine.render(2, a, 1.0)
+    real = engine.rest_lips
+    valid = real[3:].bool().expand(3, -1, -1)
+    assert valid.float().mean() > 0.9
+    torch.testing.assert_close(seen["lips"][0][valid], real[:3][valid])
 
 
 def test_missing_pipeline_outputs_are_named(subject, tmp_path):
