@@ -140,10 +140,11 @@ class LiveEngine:
         with torch.no_grad():
             ctx = torch.as_tensor(context[None], device=self.device)
             cond, _ = self.model.condition(ctx)
-            if self.rest is not None and rest_weight > 0:
+            resting = self.rest is not None and rest_weight > 0
+            if resting:
                 cond = torch.lerp(cond, self.rest.to(cond.dtype)[None], float(rest_weight))
             lips = self.model.canonical_lips(cond, self.time[k : k + 1], random=False)
-            if self.rest is not None and rest_weight > 0:
+            if resting:
                 w = torch.full((1,), float(rest_weight), device=self.device)
                 lips = blend_rest(lips, self.rest_lips, w)
             out = self.model.compose(lips, self.mouth[k : k + 1], self.grid[k : k + 1],
