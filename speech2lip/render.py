@@ -22,7 +22,14 @@ from speech2lip.config import RenderConfig
 from speech2lip.errors import Speech2LipError
 from speech2lip.inputs import read_clip_audio, read_meta
 from speech2lip.media import FPS, SAMPLES_PER_FRAME
-from speech2lip.renderer import FIELDS, Renderer, SubjectVoice, load_driving_audio, stream_video
+from speech2lip.renderer import (
+    FIELDS,
+    Renderer,
+    SubjectVoice,
+    clean_speech,
+    load_driving_audio,
+    stream_video,
+)
 from speech2lip.renderer.frames import pingpong
 
 log = logging.getLogger(__name__)
@@ -45,22 +52,25 @@ def speech_and_backgrounds(data, audio, driving, start_frame: int):
 
 def heard(data, audio, wav, driving, cfg: RenderConfig, features: str):
     """What the model hears: (the output frames' audio windows, the subject's voice, the
-    output frames' speech probability), the last two None when neither `render.silence` nor
-    level matching needs them. The test split's windows come from the warp shards (its own
-    voice); driving audio's are computed here once, brought to the subject's level with
-    `render.match_level`. The caller rests the mouth in silent spans."""
+    output frames' speech probability, what noise suppression did), the voice and
+    probability None when neither `render.silence` nor level matching needs them. The test
+    split's windows come from the warp shards (its own voice); driving audio's are computed
+    here once, denoised with `render.denoise` and brought to the subject's level with
+    `render.match_level` (for the features only: the video keeps the audio as it is). The
+    caller rests the mouth in silent spans."""
     from speech2lip.data.batches import audio_windows, read_audio
     from speech2lip.data.voice import speech_probability
 
     n = len(wav) // SAMPLES_PER_FRAME
     matching = driving is not None and cfg.match_level
     voice = SubjectVoice(data, audio) if cfg.silence or matching else None
-    prob = speech_probability(wav, n) if voice is not None else None
     if driving is None:
-        return read_audio(data, data.split_ids("test"), features), voice, prob
+        prob = speech_probability(wav, n) if voice is not None else None
+        return read_audio(data, data.split_ids("test"), features), voice, prob, None
+    wav, prob, noise = clean_speech(wav, cfg, f"driving audio {driving}", voice is not None)
     if voice is None:
-        return audio_windows(wav, features, str(driving)), None, None
-    return voice.heard(wav, prob, features, str(driving), cfg), voice, prob
+        return audio_windows(wav, features, str(driving)), None, None, noise
+    return voice.heard(wav, prob, features, str(driving), cfg), voice, prob, noise
 
 
 def run(
@@ -98,7 +108,7 @@ def run(
             f"{index} has {len(data)} frames, {meta} {clip['n_frames']}: re-run warp"
         )
     wav, background, what = speech_and_backgrounds(data, audio, driving, cfg.start_frame)
-    mel, voice, prob = heard(data, audio, wav, driving, cfg, net.sizes.features)
+    mel, voice, prob, noise = heard(data, audio, wav, driving, cfg, net.sizes.features)
     log.info("render: %s, %d frames (%.1f s) on %s", what, len(mel), len(mel) / FPS, dev)
     offsets = pose_schedule(len(mel), cfg)
     pose = None
@@ -112,6 +122,7 @@ def run(
                   "config": dataclasses.asdict(cfg), "start_frame": cfg.start_frame,
                   "pose_control": pose is not None,
                   "silent_frames": None if silent is None else int(silent.sum()),
+                  "denoise": noise,
                   "resting_frames": None if silent is None else 0
                   if renderer.rest_weight is None else int((renderer.rest_weight > 0).sum()),
                   "background": "test split frames" if driving is None else

@@ -33,8 +33,7 @@ def render_pitch_shifted(ev, test_wav: np.ndarray, audio, source, out_dir: Path)
     """Render the test split driven by `test_wav` shifted by each of `ev.cfg.pitch_shifts`
     into `out_dir/<row>.mp4`; `audio`: the subject's own audio.wav (its silent train frames give
     the rest mouth). Returns {row name: video path}."""
-    from speech2lip.data.voice import speech_probability
-    from speech2lip.renderer import SubjectVoice, stream_video
+    from speech2lip.renderer import SubjectVoice, clean_speech, stream_video
 
     renderer, test, cfg = ev.renderer, ev.test, ev.renderer.cfg
     voice = SubjectVoice(ev.data, audio) if ev.cfg.pitch_shifts else None
@@ -43,9 +42,9 @@ def render_pitch_shifted(ev, test_wav: np.ndarray, audio, source, out_dir: Path)
         name = row_name(semitones)
         log.info("evaluate: rendering the test split with its voice %+g semitones", semitones)
         shifted = pitch_shift(test_wav, semitones)
-        prob = speech_probability(shifted, len(test))
-        windows = voice.heard(shifted, prob, ev.model.sizes.features,
-                              f"the test audio shifted {semitones:+g} semitones", cfg)  # fmt: skip
+        what = f"the test audio shifted {semitones:+g} semitones"
+        heard, prob, _ = clean_speech(shifted, cfg, what, True)
+        windows = voice.heard(heard, prob, ev.model.sizes.features, what, cfg)
         if cfg.silence:
             voice.rest_in_silence(renderer, prob, cfg)
         try:

@@ -226,6 +226,24 @@ def blend_rest(lips, rest, weight):
     return lips + (rest[:3].to(lips.dtype) - lips) * w
 
 
+def clean_speech(
+    wav: np.ndarray, cfg, source: str, need_prob: bool
+) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """Driving audio `wav` (16 kHz) as the features hear it: denoised under `cfg.denoise`
+    (`speech2lip.data.denoise`), with its speech probability per frame when `need_prob` (of
+    the denoised audio when it was denoised: voice activity reads cleaned speech better), and
+    what was done."""
+    from speech2lip.data.denoise import denoise
+    from speech2lip.data.voice import speech_probability
+
+    n = len(wav) // SAMPLES_PER_FRAME
+    prob = speech_probability(wav, n) if need_prob or cfg.denoise != "never" else None
+    wav, done = denoise(wav, cfg.denoise, prob, source)
+    if done["denoised"] and need_prob:
+        prob = speech_probability(wav, n)
+    return wav, prob if need_prob else None, done
+
+
 class SubjectVoice:
     """The subject's own voice, for driving audio: where its clip has speech (silero-vad, per
     frame) and how loud its speech is over the train split. Computed once per render."""
