@@ -1,0 +1,111 @@
+"""Noise benchmark: how well does the mouth follow speech heard through background noise?
+
+    python scripts/bench_noise.py results/obama [results/macron ...] [--snr 20 10 5]
+        [--noise ../shared/media/audio/noisy_cafeteria_0db.wav | white]
+
+For each finished subject folder (train, warp, resample done), the test split's own audio is
+mixed with noise at each `--snr` (dB, against the power of its speech frames): a recording of
+real noise (looped, from a random start) or white noise. The test split is re-rendered from
+each mix over its own frames, as `evaluate` renders its cross-voice rows (level matched,
+cropped), with `render.denoise` `never` (the features hear the noise) and `auto`, and measured
+against the ground truth: opening r / amplitude / best lag, LMD, mouth PSNR. The first row is
+the clean audio through the same path. It also prints DeepFilterNet's speech SNR estimate and
+the time noise suppression took per second of audio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from speech2lip.config import EvaluateConfig, RenderConfig
+from speech2lip.data.voice import speech_probability
+from speech2lip.evaluate import Evaluation, measure_test
+from speech2lip.inputs import read_clip_audio
+from speech2lip.media import SAMPLE_RATE, SAMPLES_PER_FRAME, read_audio
+from speech2lip.renderer import SubjectVoice, clean_speech, stream_video
+
+MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"  # ../shared/media
+DEFAULT_NOISE = MEDIA / "audio" / "noisy_cafeteria_0db.wav"
+
+
+def mix(speech: np.ndarray, noise: np.ndarray, snr_db: float, prob: np.ndarray) -> np.ndarray:
+    """`speech` plus `noise` (as long) scaled to `snr_db` below the speech frames' power."""
+    frames = np.repeat(prob >= 0.5, SAMPLES_PER_FRAME)[: len(speech)]
+    power = np.mean(speech[frames] ** 2) if frames.any() else np.mean(speech**2)
+    scale = np.sqrt(power / 10 ** (snr_db / 10) / max(np.mean(noise**2), 1e-12))
+    return (speech + noise * scale).astype(np.float32)
+
+
+def noise_for(kind: str, n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if kind == "white":
+        return rng.normal(0, 1, n).astype(np.float32)
+    x = read_audio(kind, SAMPLE_RATE)
+    x = np.tile(x, -(-(n + len(x)) // len(x)))
+    start = int(rng.integers(0, len(x) - n))
+    return x[start : start + n]
+
+
+def bench(folder: Path, snrs: list[float], kind: str) -> None:
+    ev = Evaluation(folder / "train/model.pt", folder / "warp/index.json",
+                    folder / "resample/frames.mkv", folder / "resample/meta.json",
+                    EvaluateConfig(), "cpu")  # fmt: skip
+    test, n = ev.test, len(ev.data)
+    wav = read_clip_audio(folder / "resample/audio.wav", n)
+    test_wav = wav[test[0] * SAMPLES_PER_FRAME : (test[-1] + 1) * SAMPLES_PER_FRAME]
+    prob = speech_probability(test_wav, len(test))
+    noise = noise_for(kind, len(test_wav))
+    voice = SubjectVoice(ev.data, folder / "resample/audio.wav")
+    rows = {"clean": (test_wav, "auto")}
+    for snr in snrs:
+        for mode in ("never", "auto"):
+            rows[f"{snr:g} dB, denoise {mode}"] = (mix(test_wav, noise, snr, prob), mode)
+    print(f"{folder.name}: {len(test)} test frames, noise: {Path(kind).name}")
+    videos, notes = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (audio, mode) in rows.items():
+            cfg = dataclasses.replace(RenderConfig(), output_size="cropped", denoise=mode)
+            t0 = time.monotonic()
+            heard, p, done = clean_speech(audio, cfg, name, True)
+            took = time.monotonic() - t0
+            windows = voice.heard(heard, p, ev.model.sizes.features, name, cfg)
+            path = Path(tmp) / f"{len(videos)}.mp4"
+            stream_video(ev.renderer, windows, test, audio, path, ev.frames_path, ev.meta, None,
+                         desc=name)  # fmt: skip
+            videos[name] = path
+            snr = done["speech_snr_db"]
+            notes[name] = (f"SNR estimate {snr:.1f} dB, " if snr is not None else "") + (
+                f"denoised in {took / (len(audio) / SAMPLE_RATE):.3f} s per s"
+                if done["denoised"] else "as heard")  # fmt: skip
+        _, methods = measure_test(ev, videos, False, None, test_wav, np.array([0]))
+    for name in rows:
+        m = methods[name]
+        print(f"  {name:22s} | r {m['opening_r']:.2f} / {m['opening_amplitude']:.2f}x / lag "
+              f"{m['opening_best_lag']:+d} | LMD {m['lmd_px']:.2f} px | mouth PSNR "
+              f"{m['psnr_db']:.2f} dB | {notes[name]}")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="+", type=Path, help="results/<subject> folders")
+    parser.add_argument("--snr", nargs="+", type=float, default=[20.0, 10.0, 5.0])
+    parser.add_argument("--noise", default=str(DEFAULT_NOISE),
+                        help="a recording of noise, or 'white' (default: the cafeteria "
+                             "recording of ../shared/media)")  # fmt: skip
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if args.noise != "white" and not Path(args.noise).is_file():
+        parser.error(f"{args.noise}: no such noise recording (pass a file, or --noise white)")
+    for folder in args.folders:
+        bench(folder, args.snr, args.noise)
+
+
+if __name__ == "__main__":
+    main()
