@@ -1,16 +1,17 @@
-"""Noise benchmark: how well does the mouth follow speech heard through background noise?
+"""Noise benchmark: how well does the mouth follow speech heard through noise or a room?
 
     python scripts/bench_noise.py results/obama [results/macron ...] [--snr 20 10 5]
-        [--noise ../shared/media/audio/noisy_cafeteria_0db.wav | white]
+        [--rt60 0.3 0.6 1.0] [--noise ../shared/media/audio/noisy_cafeteria_0db.wav | white]
 
 For each finished subject folder (train, warp, resample done), the test split's own audio is
 mixed with noise at each `--snr` (dB, against the power of its speech frames): a recording of
-real noise (looped, from a random start) or white noise. The test split is re-rendered from
-each mix over its own frames, as `evaluate` renders its cross-voice rows (level matched,
-cropped), with `render.denoise` `never` (the features hear the noise) and `auto`, and measured
-against the ground truth: opening r / amplitude / best lag, LMD, mouth PSNR. The first row is
-the clean audio through the same path. It also prints DeepFilterNet's speech SNR estimate and
-the time noise suppression took per second of audio.
+real noise (looped, from a random start) or white noise; and played in a synthetic room of each
+`--rt60` (s; an exponentially decaying noise tail as loud as the direct sound). The test split
+is re-rendered from each over its own frames, as `evaluate` renders its cross-voice rows (level
+matched, cropped), with `render.denoise` `never` (the features hear the noise) and `auto`, and
+measured against the ground truth: opening r / amplitude / best lag, LMD, mouth PSNR. The first
+row is the clean audio through the same path. It also prints DeepFilterNet's speech SNR
+estimate and the time noise suppression took per second of audio.
 """
 
 from __future__ import annotations
@@ -43,6 +44,19 @@ def mix(speech: np.ndarray, noise: np.ndarray, snr_db: float, prob: np.ndarray) 
     return (speech + noise * scale).astype(np.float32)
 
 
+def reverberant(speech: np.ndarray, rt60: float, seed: int = 0) -> np.ndarray:
+    """`speech` in a synthetic room: convolved with a unit direct path followed by Gaussian noise
+    decaying by 60 dB over `rt60` seconds, scaled to the direct path's energy (0 dB
+    direct-to-reverberant ratio), then brought back to the speech's peak level."""
+    from scipy.signal import fftconvolve
+
+    t = np.arange(1, int(SAMPLE_RATE * rt60)) / SAMPLE_RATE
+    tail = np.random.default_rng(seed).normal(0, 1, len(t)) * 10 ** (-3 * t / rt60)
+    h = np.concatenate([[1.0], tail / np.sqrt(np.sum(tail**2))])
+    out = fftconvolve(speech.astype(np.float64), h)[: len(speech)]
+    return (out * np.abs(speech).max() / max(np.abs(out).max(), 1e-9)).astype(np.float32)
+
+
 def noise_for(kind: str, n: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     if kind == "white":
@@ -53,7 +67,7 @@ def noise_for(kind: str, n: int, seed: int = 0) -> np.ndarray:
     return x[start : start + n]
 
 
-def bench(folder: Path, snrs: list[float], kind: str) -> None:
+def bench(folder: Path, snrs: list[float], rt60s: list[float], kind: str) -> None:
     ev = Evaluation(folder / "train/model.pt", folder / "warp/index.json",
                     folder / "resample/frames.mkv", folder / "resample/meta.json",
                     EvaluateConfig(), "cpu")  # fmt: skip
@@ -67,6 +81,9 @@ def bench(folder: Path, snrs: list[float], kind: str) -> None:
     for snr in snrs:
         for mode in ("never", "auto"):
             rows[f"{snr:g} dB, denoise {mode}"] = (mix(test_wav, noise, snr, prob), mode)
+    for rt60 in rt60s:
+        for mode in ("never", "auto"):
+            rows[f"RT60 {rt60:g} s, denoise {mode}"] = (reverberant(test_wav, rt60), mode)
     print(f"{folder.name}: {len(test)} test frames, noise: {Path(kind).name}")
     videos, notes = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -87,7 +104,7 @@ def bench(folder: Path, snrs: list[float], kind: str) -> None:
         _, methods = measure_test(ev, videos, False, None, test_wav, np.array([0]))
     for name in rows:
         m = methods[name]
-        print(f"  {name:22s} | r {m['opening_r']:.2f} / {m['opening_amplitude']:.2f}x / lag "
+        print(f"  {name:26s} | r {m['opening_r']:.2f} / {m['opening_amplitude']:.2f}x / lag "
               f"{m['opening_best_lag']:+d} | LMD {m['lmd_px']:.2f} px | mouth PSNR "
               f"{m['psnr_db']:.2f} dB | {notes[name]}")  # fmt: skip
 
@@ -95,7 +112,10 @@ def bench(folder: Path, snrs: list[float], kind: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", type=Path, help="results/<subject> folders")
-    parser.add_argument("--snr", nargs="+", type=float, default=[20.0, 10.0, 5.0])
+    parser.add_argument("--snr", nargs="*", type=float, default=[20.0, 10.0, 5.0],
+                        help="noise levels, dB SNR against the speech")  # fmt: skip
+    parser.add_argument("--rt60", nargs="*", type=float, default=[0.3, 0.6, 1.0],
+                        help="reverberation times of the synthetic rooms, s")  # fmt: skip
     parser.add_argument("--noise", default=str(DEFAULT_NOISE),
                         help="a recording of noise, or 'white' (default: the cafeteria "
                              "recording of ../shared/media)")  # fmt: skip
@@ -104,7 +124,7 @@ def main() -> None:
     if args.noise != "white" and not Path(args.noise).is_file():
         parser.error(f"{args.noise}: no such noise recording (pass a file, or --noise white)")
     for folder in args.folders:
-        bench(folder, args.snr, args.noise)
+        bench(folder, args.snr, args.rt60, args.noise)
 
 
 if __name__ == "__main__":
