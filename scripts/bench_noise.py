@@ -10,8 +10,9 @@ real noise (looped, from a random start) or white noise; and played in a synthet
 is re-rendered from each over its own frames, as `evaluate` renders its cross-voice rows (level
 matched, cropped), with `render.denoise` `never` (the features hear the noise) and `auto`, and
 measured against the ground truth: opening r / amplitude / best lag, LMD, mouth PSNR. The first
-row is the clean audio through the same path. It also prints DeepFilterNet's speech SNR
-estimate and the time noise suppression took per second of audio.
+two rows are the clean audio through the same path, as `auto` leaves it and denoised all the
+same (`always`). It also prints DeepFilterNet's speech SNR estimate and the time noise
+suppression took per second of audio.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def bench(folder: Path, snrs: list[float], rt60s: list[float], kind: str) -> Non
     prob = speech_probability(test_wav, len(test))
     noise = noise_for(kind, len(test_wav))
     voice = SubjectVoice(ev.data, folder / "resample/audio.wav")
-    rows = {"clean": (test_wav, "auto")}
+    rows = {"clean": (test_wav, "auto"), "clean, denoise always": (test_wav, "always")}
     for snr in snrs:
         for mode in ("never", "auto"):
             rows[f"{snr:g} dB, denoise {mode}"] = (mix(test_wav, noise, snr, prob), mode)

@@ -4,6 +4,8 @@ Outputs in the stage folder (`results/{subject}/resample/`):
 
 - `frames.mkv`: FFV1 (lossless RGB), exactly the pixels every later stage sees;
 - `audio.wav`: 16 kHz mono PCM, exactly `n_frames * 640` samples (one 40 ms hop per frame),
+  denoised when its speech is noisy (`resample.denoise`, `speech2lip.data.denoise`: every later
+  stage learns from it, so a noisy source would teach the mouth to follow noisy features), and
   moved by the source's audio/video offset when one is found (`resample.av_offset`,
   `speech2lip.data.avsync`);
 - `meta.json`: frame count, size, fps, duration, the source probe, the crop box (source pixels,
@@ -211,10 +213,16 @@ def write_frames(video, path, size: tuple[int, int], box, cfg: ResampleConfig, e
 
 
 def write_audio(video, path, info: Probe, n: int, frames, size, cfg: ResampleConfig):
-    """The audio track as 16 kHz mono PCM in `path`, shifted and cut to the `n` frames, then
-    moved by the source's audio/video offset (`find_av_offset` on the written `frames`).
-    Returns the samples, how they were fitted and the offset record."""
+    """The audio track as 16 kHz mono PCM in `path`, shifted and cut to the `n` frames,
+    denoised under `cfg.denoise`, then moved by the source's audio/video offset
+    (`find_av_offset` on the written `frames`). Returns the samples, how they were fitted
+    (with what noise suppression did) and the offset record."""
+    from speech2lip.data.denoise import denoise
+    from speech2lip.data.voice import speech_probability
+
     audio, fit = fit_audio(read_audio(video, SAMPLE_RATE), info.audio_start - info.video_start, n)
+    prob = speech_probability(audio, n) if cfg.denoise != "never" else None
+    audio, fit["denoise"] = denoise(audio, cfg.denoise, prob, f"{video}'s audio")
     log.info(
         "audio/video reconciled: offset %+d samples, tail %+d samples (%+.1f ms)",
         fit["offset_samples"], fit["tail_samples"], fit["tail_ms"],

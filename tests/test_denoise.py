@@ -72,6 +72,9 @@ def test_auto_denoises_noisy_speech_and_leaves_clean_speech_alone(speech):
     assert done["denoised"] and always is not speech
     never, done = denoise.denoise(noisy, "never")
     assert never is noisy and done == {"mode": "never", "speech_snr_db": None, "denoised": False}
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(32000) / 16000)).astype(np.float32)
+    kept, done = denoise.denoise(tone, "auto", speech_probability(tone, 50))
+    assert kept is tone and not done["denoised"]  # no speech: nothing to clean
     with pytest.raises(Speech2LipError, match="denoise mode 'on'"):
         denoise.denoise(speech, "on")
 

@@ -283,3 +283,42 @@ def test_surround_dialogue_keeps_its_level(tmp_path, layout):
     rms = {name: float(np.sqrt(np.mean(read_audio(tmp_path / f"{name}.wav") ** 2)))
            for name in ("surround", "stereo")}  # fmt: skip
     assert 20 * np.log10(rms["surround"] / rms["stereo"]) == pytest.approx(0, abs=1.0)
+
+
+@pytest.mark.parametrize("mode", ["auto", "never"])
+def test_noisy_source_audio_is_denoised(tmp_path, mode):
+    """A source whose speech is noisy (white noise at 5 dB SNR) is written denoised under
+    `auto` (meta.json says so) and as it is under `never`."""
+    import shutil
+
+    from scipy.signal import resample_poly
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (scripts/setup.sh installs it)")
+    said = tmp_path / "said.wav"
+    subprocess.run(["espeak-ng", "-w", str(said), "Peter picked a map of the bay."], check=True)
+    x, sr = sf.read(said, dtype="float32")
+    clean = np.zeros(16000 * 3, np.float32)
+    speech = resample_poly(x, 16000, sr)[: len(clean) - 8000].astype(np.float32)
+    clean[4000 : 4000 + len(speech)] = speech / np.abs(speech).max() * 0.5
+    power = np.mean(clean[np.abs(clean) > 0.01] ** 2)
+    noise = np.random.default_rng(0).normal(0, np.sqrt(power / 10**0.5), len(clean))
+    sf.write(tmp_path / "noisy.wav", (clean + noise).astype(np.float32), 16000)
+    frames = np.stack([index_frame(k, 32, 32) for k in range(75)])
+    silent = encode(tmp_path / "v.mkv", frames, codec="ffv1", audio_hz=None)
+    src = tmp_path / "noisy.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(silent), "-i",
+                    str(tmp_path / "noisy.wav"), "-c:v", "copy", "-c:a", "pcm_s16le",
+                    str(src)], check=True)  # fmt: skip
+    meta = run(src, tmp_path / "out", ResampleConfig(crop="none", size=None, denoise=mode))
+    audio, _ = sf.read(tmp_path / "out" / "audio.wav", dtype="float32")
+    shift = meta["av_offset"]["applied"] * 640  # 0: no face to find an offset from
+    assert shift == 0 and len(audio) == len(clean)
+    left = 10 * np.log10(np.sum((audio - clean) ** 2) / np.sum(noise**2))  # noise kept, dB
+    done = meta["audio"]["denoise"]
+    if mode == "auto":
+        assert done["denoised"] and done["speech_snr_db"] < 20
+        assert left < -6  # most of the noise is gone
+    else:
+        assert done == {"mode": "never", "speech_snr_db": None, "denoised": False}
+        assert left == pytest.approx(0, abs=0.5)  # the noise as it was (16-bit PCM)
