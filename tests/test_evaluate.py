@@ -80,6 +80,8 @@ def test_evaluate_writes_metrics_baselines_and_a_report(
     row = saved["driven"]["own_voice"]  # the driven mouth's spread against the ground truth's
     rendered_frames = json.loads(driven.with_suffix(".json").read_text())["frames"]
     assert row["frames"] == rendered_frames and 0 < row["opening_amplitude"] < 5
+    assert row["denoise"]["mode"] == "auto" and not row["denoise"]["denoised"]  # clean speech
+    assert "own_voice: speech SNR about" in (tmp_path / "ev/report.html").read_text()
     assert saved["methods"].keys() == {"ground_truth", "ground_truth_late", "speech2lip",
                                        "static_mouth", "nearest_audio",
                                        "pitch+4", "pitch-4"}  # fmt: skip

@@ -143,6 +143,7 @@ code{background:#f4f4f4;padding:1px 4px}"""
 
 
 def write_html(path: Path, summary: dict, pictures: dict[str, bytes]) -> None:
+    from speech2lip.evaluate.voices import denoise_lines
     from speech2lip.evaluate.voices import lines as cross_voice_lines
 
     """`report.html`: the metric table, verdicts, plots, strips and the loss curves."""
@@ -176,6 +177,9 @@ def write_html(path: Path, summary: dict, pictures: dict[str, bytes]) -> None:
     if summary.get("driven"):
         parts.append("<h2>Driven by other audio (no ground truth)</h2>")
         parts.append(table(summary["driven"]))
+        heard = denoise_lines(summary["driven"])
+        if heard:
+            parts.append("<ul>" + "".join(f"<li>{html.escape(t)}</li>" for t in heard) + "</ul>")
     parts.append(f"<p><small>speech2lip {html.escape(summary['version'])}; "
                  f"metrics.json holds every number.</small></p></body></html>")  # fmt: skip
     with atomic_path(path) as tmp:

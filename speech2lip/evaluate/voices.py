@@ -88,6 +88,19 @@ def lines(rows: dict) -> list[str]:
     ]
 
 
+def denoise_lines(driven: dict) -> list[str]:
+    """What noise suppression did to each driven video's audio, in words (for the report)."""
+    out = []
+    for name, row in driven.items():
+        done = row.get("denoise") or {}
+        snr = done.get("speech_snr_db")
+        if done.get("mode") in (None, "never") or snr is None:
+            continue
+        what = "denoised for the features" if done.get("denoised") else "heard as given"
+        out.append(f"{name}: speech SNR about {snr:.1f} dB (DeepFilterNet's estimate), {what}")
+    return out
+
+
 def measure_driven(ev, driven, expert, spread: float | None = None) -> dict:
     """The reference-free metrics of each driven video (its figures `<stem>.json` beside it),
     and its `opening_amplitude`: the spread (std) of its inner-lip opening over `spread`, the
@@ -109,6 +122,7 @@ def measure_driven(ev, driven, expert, spread: float | None = None) -> dict:
                         ev.data.read_field("mouth_origin", bg), ev.box, None,
                         ev.face_boxes(bg), ev.cfg.landmarks, ev.cfg.cpbd_edges)  # fmt: skip
         rows[path.stem] = ev.summary_of(track, None, expert, frame_mel_windows(wav, n), wav)
+        rows[path.stem]["denoise"] = stats.get("denoise")  # what render heard (None: unknown)
         opening = np.asarray(track.opening, np.float64)
         if spread and np.isfinite(opening).sum() > 1:
             rows[path.stem]["opening_amplitude"] = float(np.nanstd(opening) / spread)
