@@ -139,6 +139,15 @@ def frame_mfcc(wav: np.ndarray, n_frames: int) -> np.ndarray:
     return feats.reshape(n_frames, MFCC_PER_FRAME, N_MFCC).astype(np.float32)
 
 
+def low_pass(wav: np.ndarray, cutoff_hz: float) -> np.ndarray:
+    """16 kHz `wav` with what lies above `cutoff_hz` taken out (8th-order Butterworth, run
+    forwards and backwards: zero phase, so nothing moves in time); float32."""
+    from scipy.signal import butter, sosfiltfilt
+
+    sos = butter(4, cutoff_hz, btype="low", fs=SAMPLE_RATE, output="sos")
+    return sosfiltfilt(sos, np.asarray(wav, np.float64)).astype(np.float32)
+
+
 def context_indices(frame: np.ndarray | int, radius: int, n_frames: int) -> np.ndarray:
     """Frames i - radius .. i + radius (clamped to the clip) for smoothing over neighbouring
     windows: `(..., 2 * radius + 1) int64`."""

@@ -185,13 +185,15 @@ def warn_if_behind(final: float, static: float, mean_mouth: float, guided: bool 
 
 
 def clip_audio(audio, data, opts) -> np.ndarray | None:
-    """The clip's audio for `train.voice_shifts` (None when there is nothing to shift, or no
-    audio was given: then the regression hears the subject's voice only, and the log says so)."""
-    if opts.model.shape_dim == 0 or not opts.voice_shifts:
+    """The clip's audio for `train.voice_shifts` and `train.voice_bands` (None when there
+    is nothing to change, or no audio was given: then the regression hears the subject's voice
+    only, and the log says so)."""
+    if opts.model.shape_dim == 0 or not (opts.voice_shifts or opts.voice_bands):
         return None
     if audio is None:
-        log.warning("train: no --audio given: the lip-shape regression hears the subject's own "
-                    "voice only (train.voice_shifts needs resample/audio.wav)")  # fmt: skip
+        log.warning("train: no --audio given: the lip-shape regression hears the subject's "
+                    "own voice only (train.voice_shifts and voice_bands need "
+                    "resample/audio.wav)")  # fmt: skip
         return None
     from speech2lip.inputs import read_clip_audio
 

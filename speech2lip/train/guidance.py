@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from speech2lip.config import TrainConfig
-from speech2lip.data.audio import MEL_WINDOW, context_indices
+from speech2lip.data.audio import MEL_WINDOW, context_indices, low_pass
 from speech2lip.data.batches import (
     AUDIO_OFFSET,
     audio_fields,
@@ -32,8 +32,9 @@ def lip_shapes(
     the canonical frame) and the regressor fitted on the train frames' audio windows (the same
     windows the audio code sees: mel and/or phones, `train.model.features`). With the clip's
     audio `wav` (16 kHz, 640 samples per frame), also on the windows of that audio
-    pitch-shifted by each of `opts.voice_shifts` semitones, with the same codes: another
-    voice saying the same moves the same lips."""
+    pitch-shifted by each of `opts.voice_shifts` semitones, and low-passed at each of
+    `opts.voice_bands` Hz, with the same codes: another voice, or a narrower channel, saying
+    the same moves the same lips."""
     t0 = time.monotonic()
     k, radius = opts.model.shape_dim, opts.model.audio_radius
     points = data.read_field("landmarks", np.arange(len(data))).astype(np.float64)
@@ -47,6 +48,10 @@ def lip_shapes(
         windows = audio_windows(pitch_shift(wav, semitones), opts.model.features,
                                 f"the clip's audio shifted {semitones:+g} semitones")  # fmt: skip
         heard.append(windows[ctx].reshape(len(ids), -1))
+    for cutoff in opts.voice_bands if wav is not None else ():
+        windows = audio_windows(low_pass(wav, cutoff), opts.model.features,
+                                f"the clip's audio below {cutoff:g} Hz")  # fmt: skip
+        heard.append(windows[ctx].reshape(len(ids), -1))
     fields, rows = audio_fields(opts.model.features), audio_rows(opts.model.features)
     part = np.repeat(np.arange(len(rows)), np.asarray(rows) * MEL_WINDOW)  # one window's
     pooled = tuple(i for i, f in enumerate(fields) if f == "phones")
@@ -56,7 +61,7 @@ def lip_shapes(
                        times=np.tile(ids, len(heard)))  # fmt: skip
     if opts.shape_calibrate:
         fitted = calibrate(fitted, basis, target, opts.shape_centre)
-    log.info("train: lip-shape guidance: %d codes from %d train frames in %d voices in %.1f s; "
+    log.info("train: lip-shape guidance: %d codes from %d train frames heard %d ways in %.1f s; "
              "cross-validated r per code %s, gains %s", k, len(ids), len(heard),
              time.monotonic() - t0,
              np.round(fitted["cv_r"], 2).tolist(),
