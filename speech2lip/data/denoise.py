@@ -30,6 +30,7 @@ import logging
 import numpy as np
 
 from speech2lip.data.audio import SAMPLE_RATE
+from speech2lip.data.voice import THRESHOLD
 from speech2lip.errors import Speech2LipError
 
 log = logging.getLogger(__name__)
@@ -132,9 +133,9 @@ def speech_snr(snr: np.ndarray, prob: np.ndarray | None) -> float:
     voice activity; all hops when there is none or no speech)."""
     if len(snr) == 0:
         return float("inf")
-    if prob is not None and (np.asarray(prob) >= 0.5).any():
+    if prob is not None and (np.asarray(prob) >= THRESHOLD).any():
         frame = np.minimum(np.arange(len(snr)) * 10 // 40, len(prob) - 1)  # 10 ms hops
-        speech = np.asarray(prob)[frame] >= 0.5
+        speech = np.asarray(prob)[frame] >= THRESHOLD
         return float(np.median(snr[speech]))
     return float(np.median(snr))
 
@@ -149,7 +150,7 @@ def denoise(
         raise Speech2LipError(f"denoise mode {mode!r}: expected one of {', '.join(MODES)}")
     if mode == "never":
         return wav, {"mode": mode, "speech_snr_db": None, "denoised": False}
-    if mode == "auto" and prob is not None and not (np.asarray(prob) >= 0.5).any():
+    if mode == "auto" and prob is not None and not (np.asarray(prob) >= THRESHOLD).any():
         log.info("%s: no speech found: left as it is", source)  # a tone, music, silence
         return wav, {"mode": mode, "speech_snr_db": None, "denoised": False}
     clean, snr = suppress(wav)
