@@ -82,6 +82,11 @@ def test_evaluate_writes_metrics_baselines_and_a_report(
     assert row["frames"] == rendered_frames and 0 < row["opening_amplitude"] < 5
     assert row["denoise"]["mode"] == "auto" and not row["denoise"]["denoised"]  # clean speech
     assert "own_voice: speech SNR about" in (tmp_path / "ev/report.html").read_text()
+    # the driving file is a video of someone talking (the demo itself): its mouth is measured
+    assert row["driver_faces"] > 0.9 and -5 <= row["driver_best_lag"] <= 5
+    assert -1 <= row["driver_opening_r"] <= row["driver_best_r"] <= 1
+    assert "opens and closes with the driving video" in (tmp_path / "ev/report.html").read_text()
+    assert saved["opening_r_gaps"] == []  # a 7-frame test split: too short to tell anything
     assert saved["methods"].keys() == {"ground_truth", "ground_truth_late", "speech2lip",
                                        "static_mouth", "nearest_audio",
                                        "pitch+4", "pitch-4"}  # fmt: skip
@@ -113,3 +118,37 @@ def test_evaluate_writes_metrics_baselines_and_a_report(
     assert "opening amplitude" in page and "best lag" in page
     assert "Other voices" in page and "ours, voice +4 semitones" in page
     assert page.count("<img") >= 3
+
+
+def test_the_driving_videos_mouth_is_measured_on_the_output_frames(demo_video, demo_geometry,
+                                                                   tmp_path):  # fmt: skip
+    import subprocess
+
+    from conftest import encode
+
+    from speech2lip.evaluate.voices import driver_opening
+    from speech2lip.geometry.topology import inner_lip_opening
+    from speech2lip.media import probe
+
+    points = np.load(demo_geometry / "landmarks/landmarks.npz")["points"]
+    truth = inner_lip_opening(points[..., :2].astype(np.float64))  # the resampled frames'
+    opening, found = driver_opening(demo_video, len(truth))
+    assert found == 1.0 and np.corrcoef(opening, truth)[0, 1] > 0.95  # same frames, same mouth
+    for late in ("1:v", "1:a"):  # the picture, or the sound, starts about 0.2 s late
+        path = tmp_path / f"late_{late[-1]}.mp4"
+        other = "0:a" if late == "1:v" else "0:v"
+        subprocess.run(["ffmpeg", "-v", "error", "-i", str(demo_video), "-itsoffset", "0.2",
+                        "-i", str(demo_video), "-map", late, "-map", other, "-c", "copy",
+                        str(path)], check=True)  # fmt: skip
+        info = probe(path)  # (AAC's packets put the sound's start near 0.15 s, not 0.2 s)
+        k = round((info.video_start - info.audio_start) * 25)
+        assert abs(k) >= 3
+        shifted, _ = driver_opening(path, len(truth))
+        if k > 0:  # output frame i shows the speaker's frame i - k
+            assert np.corrcoef(shifted[k:], truth[:-k])[0, 1] > 0.95
+        else:  # frame i + |k|; past the picture's end, no face
+            assert np.corrcoef(shifted[:k], truth[-k:])[0, 1] > 0.95
+            assert np.isnan(shifted[k:]).all()
+    assert driver_opening(demo_geometry / "resample/audio.wav", 10) is None  # no picture
+    blank = encode(tmp_path / "blank.mp4", np.full((25, 64, 64, 3), 90, np.uint8))
+    assert driver_opening(blank, 25) is None  # no face

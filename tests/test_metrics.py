@@ -373,3 +373,38 @@ def test_articulation_sees_amplitude_correlation_and_lag():
     assert got["opening_r"] < 0.9
     still = articulation(np.full(200, 10.0), gt)  # a mouth that never moves
     assert still["opening_amplitude"] == 0.0 and still["opening_r"] is None
+
+
+def test_the_opening_r_interval_holds_the_truth_and_narrows_with_more_frames():
+    from speech2lip.evaluate.metrics import articulation, r_interval
+
+    rng = np.random.default_rng(1)
+
+    def pair(n):  # a smooth real opening and a copy with smooth noise: r about 0.6
+        def smooth(x):
+            return np.convolve(x, np.ones(5) / 5, mode="same")
+
+        gt = smooth(rng.normal(size=n))
+        return gt + 1.3 * gt.std() * smooth(rng.normal(size=n)) / 0.45, gt
+
+    short, long = r_interval(*pair(100)), r_interval(*pair(2000))
+    assert short[0] < 0.6 < short[1] and long[0] < 0.6 < long[1]
+    assert long[1] - long[0] < 0.5 * (short[1] - short[0])  # 20x the frames: much narrower
+    gt = pair(200)[1]
+    assert r_interval(gt, gt) == pytest.approx([1.0, 1.0])
+    assert r_interval(gt[:99], gt[:99]) is None  # under 4 one-second blocks
+    assert articulation(gt, gt)["opening_r_interval"] == pytest.approx([1.0, 1.0])
+    assert r_interval(np.full(200, np.nan), gt) is None  # no face anywhere: nothing to say
+
+
+def test_the_gap_interval_tells_a_better_mouth_from_a_worse_one_and_not_from_itself():
+    from speech2lip.evaluate.metrics import r_gap_interval
+
+    rng = np.random.default_rng(2)
+    t = np.arange(400)
+    gt = np.sin(t / 4.0) + 0.5 * np.sin(t / 1.9)
+    good, bad = gt + 0.3 * rng.normal(size=400), gt + 3.0 * rng.normal(size=400)
+    lo, hi = r_gap_interval(good, bad, gt)
+    assert lo > 0  # told apart
+    lo, hi = r_gap_interval(good, good + 1e-9 * rng.normal(size=400), gt)
+    assert lo <= 0 <= hi and hi - lo < 1e-6  # the same mouth: a gap of nothing

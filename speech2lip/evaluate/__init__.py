@@ -81,6 +81,20 @@ def summarise(track, reference, sync: dict | None, lse: dict | None) -> dict:
     return out
 
 
+def gap_lines(methods: dict) -> list[str]:
+    """Whether the test split tells ours' opening r from each baseline's, in words."""
+    ours, lines = methods.get("speech2lip", {}), []
+    for base in ("static_mouth", "nearest_audio"):
+        gap = methods.get(base, {}).get("opening_r_gap_interval")
+        a, b = ours.get("opening_r"), methods.get(base, {}).get("opening_r")
+        if gap is None or a is None or b is None:
+            continue
+        told = "told apart" if gap[0] > 0 or gap[1] < 0 else "NOT told apart by these frames"
+        lines.append(f"opening r, ours minus {base.replace('_', ' ')}: {a - b:+.2f} (95 % "
+                     f"interval {gap[0]:+.2f} to {gap[1]:+.2f}): {told}")  # fmt: skip
+    return lines
+
+
 def verdicts(methods: dict) -> list[str]:
     """Whether ours beats each baseline on each metric, in words."""
     ours = methods["speech2lip"]
@@ -257,6 +271,14 @@ def measure_test(ev: Evaluation, videos: dict, pasted: bool, expert, test_wav, p
                                ev.ground_truth(test), faces, cfg.landmarks, cfg.cpbd_edges,
                                keep=pick, lip_boxes=lip_boxes)  # fmt: skip
         methods[name] = ev.summary_of(tracks[name], gt, expert, mel, test_wav)
+    if "speech2lip" in tracks:  # is ours' opening r told apart from each baseline's?
+        from speech2lip.evaluate.metrics import r_gap_interval
+
+        for base in ("static_mouth", "nearest_audio"):
+            if base in tracks:
+                methods[base]["opening_r_gap_interval"] = r_gap_interval(
+                    tracks["speech2lip"].opening, tracks[base].opening, gt.opening
+                )
     return tracks, methods
 
 
@@ -360,13 +382,18 @@ def run(
         "subject": out_dir.parent.name, "version": __version__,
         "test_frames": len(test), "mouth_box": list(ev.box), "methods": methods,
         "verdicts": verdicts(methods) if cfg.baselines else [],
+        "opening_r_gaps": gap_lines(methods),
         "cross_voice": voices.cross_voice(methods, cfg.pitch_shifts),
         "driven": voices.measure_driven(ev, driven, own_expert, ev.train_spread()),
         **notes(cfg, own_expert, expert_state), "rendered_pasted_back": pasted, "seconds": None,
     }  # fmt: skip
     for line in summary["verdicts"]:
         (log.info if line.startswith("speech2lip beats") else log.warning)("evaluate: %s", line)
-    for line in voices.lines(summary["cross_voice"]):
+    for line in (
+        summary["opening_r_gaps"]
+        + voices.lines(summary["cross_voice"])
+        + voices.driver_lines(summary["driven"])
+    ):
         log.info("evaluate: %s", line)
     pictures = report_pictures(tracks, methods, pick, ev.box, loss_curve)
     summary["seconds"] = time.monotonic() - t0

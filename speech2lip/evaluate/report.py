@@ -21,6 +21,7 @@ COLUMNS = [  # key, header, format, better
     ("cpbd", "mouth CPBD", "{:.3f}", "near ground truth"),
     ("lmd_px", "LMD (px)", "{:.2f}", "lower"),
     ("opening_r", "opening r", "{:.2f}", "higher"),
+    ("opening_r_interval", "opening r, 95 % interval", "{0[0]:.2f} to {0[1]:.2f}", "narrow"),
     ("opening_amplitude", "opening amplitude", "{:.2f}x", "near 1"),
     ("opening_best_lag", "best lag (frames)", "{:+d}", "0"),
     ("lse_d", "LSE-D", "{:.2f}", "lower"),
@@ -143,7 +144,7 @@ code{background:#f4f4f4;padding:1px 4px}"""
 
 
 def write_html(path: Path, summary: dict, pictures: dict[str, bytes]) -> None:
-    from speech2lip.evaluate.voices import denoise_lines
+    from speech2lip.evaluate.voices import denoise_lines, driver_lines
     from speech2lip.evaluate.voices import lines as cross_voice_lines
 
     """`report.html`: the metric table, verdicts, plots, strips and the loss curves."""
@@ -159,6 +160,9 @@ def write_html(path: Path, summary: dict, pictures: dict[str, bytes]) -> None:
         cls = "ok" if line.startswith("speech2lip beats") else "warn"
         parts.append(f"<div class={cls}>{html.escape(line)}</div>")
     parts.append(table(summary["methods"]))
+    if summary.get("opening_r_gaps"):
+        parts.append("<ul>" + "".join(f"<li>{html.escape(t)}</li>"
+                                      for t in summary["opening_r_gaps"]) + "</ul>")  # fmt: skip
     notes = [summary["sync_note"], summary["proxy_note"], summary["landmarks_note"],
              "CPBD: sharpness of the greyscale mouth box (Narvekar & Karam 2011), higher is "
              "sharper; the ground truth's value is the reference (not compared in the "
@@ -177,7 +181,7 @@ def write_html(path: Path, summary: dict, pictures: dict[str, bytes]) -> None:
     if summary.get("driven"):
         parts.append("<h2>Driven by other audio (no ground truth)</h2>")
         parts.append(table(summary["driven"]))
-        heard = denoise_lines(summary["driven"])
+        heard = driver_lines(summary["driven"]) + denoise_lines(summary["driven"])
         if heard:
             parts.append("<ul>" + "".join(f"<li>{html.escape(t)}</li>" for t in heard) + "</ul>")
     parts.append(f"<p><small>speech2lip {html.escape(summary['version'])}; "

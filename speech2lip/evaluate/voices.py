@@ -2,6 +2,12 @@
 audio with the voice changed, measured against the same ground truth), and the videos driven by
 other audio (no ground truth: reference-free metrics, and how widely the mouth moves).
 
+A driving file that is a video of someone talking carries a reference of its own: its
+speaker's mouth. Their lips differ from the subject's, but when they open and close does not,
+so the correlation of the driven mouth's opening with the driver's (`driver_opening`) measures
+sync with another real voice (another speaker, microphone, room, language), which no pitch
+shift imitates.
+
 A pitch shift with the tempo kept (`evaluate.pitch_shifts`, semitones; ffmpeg's rubberband, so
 the formants move too, as with another speaker) changes who seems to speak but not when or what:
 the ground truth's lips still hold frame by frame. Each shifted row is rendered as `render`
@@ -101,12 +107,76 @@ def denoise_lines(driven: dict) -> list[str]:
     return out
 
 
+MIN_DRIVER_FACES = 0.5  # share of a driving video's frames with a face, to measure against it
+DRIVER_LONG_SIDE = 960  # the driving video is measured at most this large (pixels)
+
+
+def driver_opening(
+    path: Path, n: int, backend: str = "mediapipe"
+) -> tuple[np.ndarray, float] | None:
+    """The inner-lip opening `(n,)` (pixels, nan without a face) of the person in the driving
+    file `path`, per output frame (25 fps from the start of its sound, as `render` reads it),
+    and the share of frames with a face; None when `path` has no picture or a face in under
+    `MIN_DRIVER_FACES` of its frames."""
+    from speech2lip.faces.landmarkers import largest, open_landmarker
+    from speech2lip.media import probe, read_frames
+
+    info = probe(path)
+    if not info.video_codec or info.width <= 0 or info.height <= 0:
+        return None
+    scale = min(1.0, DRIVER_LONG_SIDE / max(info.width, info.height))
+    w, h = (max(2, int(round(v * scale / 2)) * 2) for v in (info.width, info.height))
+    # ffmpeg decodes the picture at a constant rate from the file's earliest start (repeating
+    # its first frame when the picture starts later); the sound starts at its own start
+    origin = min(info.audio_start, info.video_start) if info.audio_codec else info.video_start
+    skip = int(round((info.audio_start - origin) * FPS)) if info.audio_codec else 0
+    opening = np.full(n, np.nan)
+    marker = open_landmarker(backend, min_confidence=0.5, max_faces=1)
+    try:
+        frames = read_frames(path, w, h, [f"fps={FPS}", f"scale={w}:{h}"])
+        for j, frame in enumerate(frames):
+            i = j - skip
+            if i >= n:
+                break
+            faces = marker(frame) if i >= 0 else None
+            if faces:
+                points = largest(faces)[:, :2]
+                a, b = marker.topology.inner_lips
+                opening[i] = float(np.linalg.norm(points[a] - points[b]))
+    finally:
+        marker.close()
+    found = float(np.isfinite(opening).mean()) if n else 0.0
+    if found < MIN_DRIVER_FACES:
+        log.info("evaluate: %s: a face in %.0f %% of its frames, too few to measure its "
+                 "speaker's mouth", path.name, 100 * found)  # fmt: skip
+        return None
+    return opening, found
+
+
+def driver_lines(driven: dict) -> list[str]:
+    """How each driven mouth follows its driving video's speaker, in words."""
+    out = []
+    for name, row in driven.items():
+        r, best, lag = (row.get(k) for k in ("driver_opening_r", "driver_best_r",
+                                             "driver_best_lag"))  # fmt: skip
+        if r is None:
+            continue
+        out.append(f"{name}: opens and closes with the driving video's speaker at r = {r:.2f} "
+                   f"(best {best:.2f} at {lag:+d} frames; {100 * row['driver_faces']:.0f} % of "
+                   f"its frames had a face)")  # fmt: skip
+    return out
+
+
 def measure_driven(ev, driven, expert, spread: float | None = None) -> dict:
     """The reference-free metrics of each driven video (its figures `<stem>.json` beside it),
     and its `opening_amplitude`: the spread (std) of its inner-lip opening over `spread`, the
-    subject's own (a mouth that barely moves with new speech shows here)."""
+    subject's own (a mouth that barely moves with new speech shows here). When the driving file
+    (`stats["audio"]`) is a video with a face, also how the mouth follows its speaker's
+    (`driver_opening`): `driver_opening_r` at lag 0, `driver_best_r` at `driver_best_lag`
+    (+: ours later), and `driver_faces`."""
     from speech2lip.data.audio import frame_mel_windows
     from speech2lip.evaluate.measure import measure
+    from speech2lip.evaluate.metrics import articulation
     from speech2lip.media import probe, read_audio
     from speech2lip.renderer.frames import pingpong
 
@@ -126,4 +196,12 @@ def measure_driven(ev, driven, expert, spread: float | None = None) -> dict:
         opening = np.asarray(track.opening, np.float64)
         if spread and np.isfinite(opening).sum() > 1:
             rows[path.stem]["opening_amplitude"] = float(np.nanstd(opening) / spread)
+        source = Path(str(stats.get("audio", "")))  # render's record of the driving file
+        driver = driver_opening(source, n, ev.cfg.landmarks) if source.is_file() else None
+        if driver is not None:
+            follows = articulation(opening, driver[0])
+            rows[path.stem].update(driver_opening_r=follows["opening_r"],
+                                   driver_best_r=follows["opening_best_r"],
+                                   driver_best_lag=follows["opening_best_lag"],
+                                   driver_faces=driver[1])  # fmt: skip
     return rows
