@@ -4,6 +4,7 @@ lip model conditioned on them (trained on the ground truth's codes, rendered fro
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -170,6 +171,15 @@ def test_guided_training_fits_the_regressor_and_rebuilds_from_model_pt(demo_warp
     with torch.no_grad():
         torch.testing.assert_close(model.shape(batch["mel_context"]),
                                    regressor(batch["mel_context"]))  # fmt: skip
+    # the cross-validated opening figure: the train frames' predicted opening against the real
+    train = np.sort(data.split_ids("train"))
+    points = data.read_field("landmarks", np.arange(len(data))).astype(np.float64)
+    basis = LipShapeBasis.fit(points[train], points[int(data.canonical["canonical_index"])], 3)
+    want = np.corrcoef(basis.opening(fitted["cv"][: len(train)]), basis.opening(codes[train]))
+    assert fitted["cv_opening_r"] == pytest.approx(want[0, 1])
+    summary = json.loads((tmp_path / "train.json").read_text())["lip_shape_guidance"]
+    assert summary["cv_opening_r"] == pytest.approx(want[0, 1])
+    assert len(summary["cv_r_per_code"]) == 3
 
 
 def test_below_the_mean_mouth_is_a_warning_only_without_guidance(caplog):

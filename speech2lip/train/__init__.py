@@ -247,6 +247,7 @@ def run(index, out_dir, cfg: TrainConfig, threads: int = 1, resume: str = "auto"
         "device": dev, "seconds": time.monotonic() - t0, "final_losses": last,
         "heldout_lips_psnr_db": final, "heldout_mouth_psnr_db": scores["mouth_psnr_db"],
         "heldout_lip_coverage": scores["lip_coverage"],
+        "lip_shape_guidance": getattr(model, "guidance", None),
         "static_mouth_psnr_db": static,
         "beats_static_mouth": final > static, "mean_mouth_psnr_db": mean_mouth,
         "beats_mean_mouth": final > mean_mouth, "heldout_sync": sync,

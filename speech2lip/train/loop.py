@@ -320,6 +320,9 @@ def train(
     if model.shape is not None:
         shapes, fitted = lip_shapes(data, train_ids, opts, wav)
         model.shape.load(fitted)
+        model.guidance = {"cv_opening_r": fitted["cv_opening_r"],  # for train.json
+                          "cv_r_per_code": [None if not np.isfinite(v) else float(v)
+                                            for v in fitted["cv_r"]]}  # fmt: skip
     log_path = out_dir / "train_log.csv"
     for path in (log_path, *step_logs):
         trim_step_log(path, start)
