@@ -392,7 +392,7 @@ def test_the_opening_r_interval_holds_the_truth_and_narrows_with_more_frames():
     assert long[1] - long[0] < 0.5 * (short[1] - short[0])  # 20x the frames: much narrower
     gt = pair(200)[1]
     assert r_interval(gt, gt) == pytest.approx([1.0, 1.0])
-    assert r_interval(gt[:99], gt[:99]) is None  # under 4 one-second blocks
+    assert r_interval(gt[:39], gt[:39]) is None  # under 4 runs of 10 frames
     assert articulation(gt, gt)["opening_r_interval"] == pytest.approx([1.0, 1.0])
     assert r_interval(np.full(200, np.nan), gt) is None  # no face anywhere: nothing to say
 
