@@ -1,7 +1,7 @@
 """What the audio features predict of the mouth, own voice and other voices, in seconds.
 
     python scripts/bench_voices.py results/obama/warp/index.json [...] [--shifts 4 -4]
-        [--features mel phones mel+phones] [--compare-bands]
+        [--features mel phones mel+phones] [--compare-bands] [--drivers talk.mp4 ...]
 
 For each warp output and each `train.model.features` choice (mel, phones, mel+phones), fits
 the lip-shape regression exactly as `train` does (the demo preset's radius, ridge and
@@ -13,6 +13,12 @@ computed afresh from the clip's audio, so the figures follow the current feature
 prints the predicted inner-lip opening's correlation with the real one and its amplitude (std
 ratio): the part of the model that decides how the mouth moves, without training the image
 model (a full run gives the rendered figures: `evaluate`'s cross-voice rows).
+
+`--drivers`: videos of other people talking (not the subject's own clip). Each one's sound,
+brought to the subject's speech level as `render` does, goes through the same regression, and
+the predicted opening is correlated with the speaker's own inner-lip opening in its picture
+(`evaluate`'s driving-video reference), over all frames and over its speech frames (silero-vad):
+sync with other real voices, per driver and averaged.
 """
 
 from __future__ import annotations
@@ -69,7 +75,54 @@ def narrow(wav: np.ndarray, band: tuple[float, float] | float) -> np.ndarray:
     return sosfiltfilt(sos, wav.astype(np.float64)).astype(np.float32)
 
 
-def bench(index: str, shifts: list[float], features_list, compare: bool) -> None:
+def load_drivers(paths: list[str]) -> dict[str, dict]:
+    """Each driving video's sound (16 kHz, whole frames), speech probability and its speaker's
+    inner-lip opening per frame (videos without a measurable face are left out, saying so)."""
+    from pathlib import Path
+
+    from speech2lip.data.voice import speech_probability
+    from speech2lip.evaluate.voices import driver_opening
+    from speech2lip.media import SAMPLES_PER_FRAME, read_audio
+
+    out = {}
+    for path in map(Path, paths):
+        wav = read_audio(path)
+        n = len(wav) // SAMPLES_PER_FRAME
+        wav = wav[: n * SAMPLES_PER_FRAME]
+        mouth = driver_opening(path, n)
+        if mouth is None:
+            print(f"{path.name}: no face to measure in most frames; left out")
+            continue
+        out[path.stem] = {"wav": wav, "opening": mouth[0], "prob": speech_probability(wav, n)}
+    return out
+
+
+def follow_drivers(regressor, basis, opts, drivers: dict, level_db: float | None) -> list[str]:
+    """Cells "name: r all / r speech" of the predicted opening against each driver's mouth,
+    and the mean over drivers."""
+    from speech2lip.data.voice import match_level
+
+    cells, rs = [], []
+    for name, d in drivers.items():
+        wav, _ = match_level(d["wav"], d["prob"], level_db)
+        ctx = mel_contexts(audio_windows(wav, opts.model.features), opts.model.audio_radius)
+        with torch.no_grad():
+            opening = basis.opening(regressor(torch.as_tensor(ctx)).numpy())
+        ok = np.isfinite(d["opening"])
+        speech = ok & (d["prob"] >= 0.5)
+        r_all = np.corrcoef(opening[ok], d["opening"][ok])[0, 1]
+        r_speech = np.corrcoef(opening[speech], d["opening"][speech])[0, 1]
+        rs.append((r_all, r_speech))
+        cells.append(f"{name}: r {r_all:.2f} / {r_speech:.2f}")
+    if rs:
+        mean = np.mean(rs, axis=0)
+        cells.append(f"drivers' mean: r {mean[0]:.2f} / {mean[1]:.2f} (all / speech frames)")
+    return cells
+
+
+def bench(
+    index: str, shifts: list[float], features_list, compare: bool, drivers: dict | None = None
+) -> None:
     warped = WarpData(index)
     root = warped.index_path.parent.parent
     wav = read_clip_audio(root / "resample/audio.wav", len(warped))
@@ -79,6 +132,12 @@ def bench(index: str, shifts: list[float], features_list, compare: bool) -> None
     voices = {f"{s:+g} st": pitch_shift(wav, s) for s in [0.0, *shifts]}
     voices["300-3400 Hz"] = narrow(wav, (300.0, 3400.0))
     voices["< 3 kHz"] = narrow(wav, 3000.0)
+    level_db = None
+    if drivers:  # the subject's speech level over its train frames, as render matches it
+        from speech2lip.data.voice import speech_level, speech_probability
+
+        span = wav[train[0] * 640 : (train[-1] + 1) * 640]
+        level_db = speech_level(span, speech_probability(span))
     for features, bands in (
         (f, b) for f in features_list for b in ((True, False) if compare else (True,))
     ):
@@ -100,6 +159,8 @@ def bench(index: str, shifts: list[float], features_list, compare: bool) -> None
                 opening = basis.opening(regressor(torch.as_tensor(ctx)).numpy())
             r = np.corrcoef(opening, real)[0, 1]
             cells.append(f"{name}: r {r:.2f}, {opening.std() / real.std():.2f}x")
+        if drivers:
+            cells += follow_drivers(regressor, basis, opts, drivers, level_db)
         heard = f"bands {list(opts.voice_bands)}"
         print(f"{root.name} | {features:10s} | {heard:14s} | " + " | ".join(cells)
               + f" | {time.monotonic() - t0:.0f} s", flush=True)  # fmt: skip
@@ -112,9 +173,13 @@ def main() -> None:
     parser.add_argument("--features", nargs="+", choices=FEATURES, default=list(FEATURES))
     parser.add_argument("--compare-bands", action="store_true",
                         help="also fit without train.voice_bands")  # fmt: skip
+    parser.add_argument("--drivers", nargs="*", default=[], metavar="VIDEO",
+                        help="videos of other people talking: the predicted opening against "
+                        "each speaker's own")  # fmt: skip
     args = parser.parse_args()
+    drivers = load_drivers(args.drivers) if args.drivers else None
     for index in args.indexes:
-        bench(index, args.shifts, args.features, args.compare_bands)
+        bench(index, args.shifts, args.features, args.compare_bands, drivers)
 
 
 if __name__ == "__main__":
