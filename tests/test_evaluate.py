@@ -152,3 +152,19 @@ def test_the_driving_videos_mouth_is_measured_on_the_output_frames(demo_video, d
     assert driver_opening(demo_geometry / "resample/audio.wav", 10) is None  # no picture
     blank = encode(tmp_path / "blank.mp4", np.full((25, 64, 64, 3), 90, np.uint8))
     assert driver_opening(blank, 25) is None  # no face
+
+
+def test_gap_lines_say_whether_the_test_split_tells_ours_from_a_baseline():
+    from speech2lip.evaluate.report import gap_lines
+
+    gap = "opening_r_gap_interval"
+    methods = {"speech2lip": {"opening_r": 0.6},
+               "static_mouth": {"opening_r": 0.0, gap: [0.2, 0.8]},
+               "nearest_audio": {"opening_r": 0.7, gap: [-0.3, 0.05]}}  # fmt: skip
+    assert gap_lines(methods) == [
+        "opening r, ours minus static mouth: +0.60 (95 % interval +0.20 to +0.80): told apart",
+        "opening r, ours minus nearest audio: -0.10 (95 % interval -0.30 to +0.05): NOT told "
+        "apart by these frames",
+    ]
+    methods["nearest_audio"][gap] = None  # too few frames: nothing said
+    assert len(gap_lines(methods)) == 1

@@ -81,20 +81,6 @@ def summarise(track, reference, sync: dict | None, lse: dict | None) -> dict:
     return out
 
 
-def gap_lines(methods: dict) -> list[str]:
-    """Whether the test split tells ours' opening r from each baseline's, in words."""
-    ours, lines = methods.get("speech2lip", {}), []
-    for base in ("static_mouth", "nearest_audio"):
-        gap = methods.get(base, {}).get("opening_r_gap_interval")
-        a, b = ours.get("opening_r"), methods.get(base, {}).get("opening_r")
-        if gap is None or a is None or b is None:
-            continue
-        told = "told apart" if gap[0] > 0 or gap[1] < 0 else "NOT told apart by these frames"
-        lines.append(f"opening r, ours minus {base.replace('_', ' ')}: {a - b:+.2f} (95 % "
-                     f"interval {gap[0]:+.2f} to {gap[1]:+.2f}): {told}")  # fmt: skip
-    return lines
-
-
 def verdicts(methods: dict) -> list[str]:
     """Whether ours beats each baseline on each metric, in words."""
     ours = methods["speech2lip"]
@@ -382,7 +368,7 @@ def run(
         "subject": out_dir.parent.name, "version": __version__,
         "test_frames": len(test), "mouth_box": list(ev.box), "methods": methods,
         "verdicts": verdicts(methods) if cfg.baselines else [],
-        "opening_r_gaps": gap_lines(methods),
+        "opening_r_gaps": report.gap_lines(methods),
         "cross_voice": voices.cross_voice(methods, cfg.pitch_shifts),
         "driven": voices.measure_driven(ev, driven, own_expert, ev.train_spread()),
         **notes(cfg, own_expert, expert_state), "rendered_pasted_back": pasted, "seconds": None,

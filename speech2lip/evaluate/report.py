@@ -143,6 +143,20 @@ td.na{color:#999}.warn{background:#fff3cd;border:1px solid #e0c36a;padding:8px 1
 code{background:#f4f4f4;padding:1px 4px}"""
 
 
+def gap_lines(methods: dict) -> list[str]:
+    """Whether the test split tells ours' opening r from each baseline's, in words."""
+    ours, lines = methods.get("speech2lip", {}), []
+    for base in ("static_mouth", "nearest_audio"):
+        gap = methods.get(base, {}).get("opening_r_gap_interval")
+        a, b = ours.get("opening_r"), methods.get(base, {}).get("opening_r")
+        if gap is None or a is None or b is None:
+            continue
+        told = "told apart" if gap[0] > 0 or gap[1] < 0 else "NOT told apart by these frames"
+        lines.append(f"opening r, ours minus {base.replace('_', ' ')}: {a - b:+.2f} (95 % "
+                     f"interval {gap[0]:+.2f} to {gap[1]:+.2f}): {told}")  # fmt: skip
+    return lines
+
+
 def write_html(path: Path, summary: dict, pictures: dict[str, bytes]) -> None:
     from speech2lip.evaluate.voices import denoise_lines, driver_lines
     from speech2lip.evaluate.voices import lines as cross_voice_lines
