@@ -37,7 +37,7 @@ from speech2lip.data.phones import frame_phone_windows
 from speech2lip.data.shards import WarpData
 from speech2lip.geometry.lipshape import LipShapeBasis
 from speech2lip.inputs import read_clip_audio
-from speech2lip.media import pitch_shift
+from speech2lip.media import SAMPLES_PER_FRAME, pitch_shift
 from speech2lip.models.shape import ShapeRegressor
 from speech2lip.renderer import mel_contexts
 from speech2lip.train.guidance import lip_shapes
@@ -82,7 +82,7 @@ def load_drivers(paths: list[str]) -> dict[str, dict]:
 
     from speech2lip.data.voice import speech_probability
     from speech2lip.evaluate.voices import driver_opening
-    from speech2lip.media import SAMPLES_PER_FRAME, read_audio
+    from speech2lip.media import read_audio
 
     out = {}
     for path in map(Path, paths):
@@ -136,7 +136,7 @@ def bench(
     if drivers:  # the subject's speech level over its train frames, as render matches it
         from speech2lip.data.voice import speech_level, speech_probability
 
-        span = wav[train[0] * 640 : (train[-1] + 1) * 640]
+        span = wav[train[0] * SAMPLES_PER_FRAME : (train[-1] + 1) * SAMPLES_PER_FRAME]
         level_db = speech_level(span, speech_probability(span))
     for features, bands in (
         (f, b) for f in features_list for b in ((True, False) if compare else (True,))

@@ -119,6 +119,7 @@ def driver_opening(
     and the share of frames with a face; None when `path` has no picture or a face in under
     `MIN_DRIVER_FACES` of its frames."""
     from speech2lip.faces.landmarkers import largest, open_landmarker
+    from speech2lip.geometry.topology import inner_lip_opening
     from speech2lip.media import probe, read_frames
 
     info = probe(path)
@@ -140,9 +141,7 @@ def driver_opening(
                 break
             faces = marker(frame) if i >= 0 else None
             if faces:
-                points = largest(faces)[:, :2]
-                a, b = marker.topology.inner_lips
-                opening[i] = float(np.linalg.norm(points[a] - points[b]))
+                opening[i] = float(inner_lip_opening(largest(faces)[:, :2]))
     finally:
         marker.close()
     found = float(np.isfinite(opening).mean()) if n else 0.0
