@@ -34,6 +34,7 @@ from speech2lip.config import TrainConfig
 from speech2lip.data.audio import frame_mel_windows
 from speech2lip.data.batches import audio_windows
 from speech2lip.data.phones import frame_phone_windows
+from speech2lip.data.posteriors import frame_ppg_windows
 from speech2lip.data.shards import WarpData
 from speech2lip.geometry.lipshape import LipShapeBasis
 from speech2lip.inputs import read_clip_audio
@@ -43,7 +44,7 @@ from speech2lip.renderer import mel_contexts
 from speech2lip.train.guidance import lip_shapes
 from speech2lip.train.presets import resolve
 
-FEATURES = ("mel", "phones", "mel+phones")
+FEATURES = ("mel", "phones", "mel+phones", "ppg", "mel+ppg")
 
 
 class Fresh:
@@ -52,7 +53,11 @@ class Fresh:
 
     def __init__(self, data: WarpData, wav: np.ndarray) -> None:
         self.data, n = data, len(data)
-        self.audio = {"mel": frame_mel_windows(wav, n), "phones": frame_phone_windows(wav, n)}
+        self.audio = {
+            "mel": frame_mel_windows(wav, n),
+            "phones": frame_phone_windows(wav, n),
+            "ppg": frame_ppg_windows(wav, n),
+        }
 
     def __len__(self) -> int:
         return len(self.data)

@@ -130,7 +130,7 @@ def test_standardiser_weighs_the_parts_alike():
     np.testing.assert_allclose(d1, mel.std(axis=0) + 1e-6)
 
 
-@pytest.mark.parametrize("features", ["mel", "phones", "mel+phones"])
+@pytest.mark.parametrize("features", ["mel", "phones", "mel+phones", "mel+ppg"])
 def test_each_feature_set_trains_renders_from_the_shards_and_rebuilds(
     features, demo_warp, tmp_path, monkeypatch
 ):
@@ -143,19 +143,22 @@ def test_each_feature_set_trains_renders_from_the_shards_and_rebuilds(
     def no_decoding(*args, **kwargs):
         raise AssertionError("the subject's own audio was decoded again")
 
+    from speech2lip.data import posteriors
+
     monkeypatch.setattr(phones, "decode", no_decoding)  # warp's shards hold the phones
+    monkeypatch.setattr(posteriors, "class_posteriors", no_decoding)  # and the posteriors
     sizes = ModelSizes(**TINY_SIZES, features=features)
     cfg = TrainConfig(steps=3, batch_frames=2, model=sizes, checkpoint_every=3, log_every=3,
                       mouth_start=0, sync_weight=0.0)  # fmt: skip
     run(demo_warp / "index.json", tmp_path, cfg, threads=1, resume="no", device="cpu")
     model = load_model(tmp_path / "model.pt")
     assert model.sizes.features == features
-    rows = {"mel": (80,), "phones": (14,), "mel+phones": (80, 14)}[features]
+    rows = {"mel": (80,), "phones": (14,), "mel+phones": (80, 14), "mel+ppg": (80, 14)}[features]
     assert audio_rows(features) == rows
     data = WarpData(demo_warp / "index.json")
     batch = to_tensors(data, np.array([4, 9]), sizes.audio_radius, "cpu", features)
     assert batch["mel_context"].shape == (2, 2 * sizes.audio_radius + 1, sum(rows), 16)
-    if features != "mel":  # phone rows are shares of the window's frames
+    if features != "mel":  # phone rows are shares (or posteriors) of the window's frames
         phone_rows = batch["mel_context"][:, :, -14:]
         torch.testing.assert_close(phone_rows.sum(dim=2), torch.ones(2, 3, 16))
     with torch.no_grad():

@@ -14,8 +14,10 @@ FIELDS = ["canonical_lips", "canonical_mask", "mouth", "mouth_origin", "relative
 
 
 # What the model hears per frame (`train.model.features`): the per-frame windows it joins, in
-# this order, along their rows: mel (80 rows) and/or phone classes (`speech2lip.data.phones`).
-AUDIO_FIELDS = {"mel": ("mel",), "phones": ("phones",), "mel+phones": ("mel", "phones")}
+# this order, along their rows: mel (80 rows) and/or phone classes, decoded
+# (`speech2lip.data.phones`) or as posteriors (`speech2lip.data.posteriors`).
+AUDIO_FIELDS = {"mel": ("mel",), "phones": ("phones",), "mel+phones": ("mel", "phones"),
+                "ppg": ("ppg",), "mel+ppg": ("mel", "ppg")}  # fmt: skip
 
 
 def audio_fields(features: str | None) -> tuple[str, ...]:
@@ -33,21 +35,23 @@ def audio_rows(features: str | None) -> tuple[int, ...]:
 
 def join_audio(windows: dict[str, np.ndarray], features: str | None) -> np.ndarray:
     """The model's audio windows `(n, rows, 16)` from per-field windows (`mel` `(n, 80, 16)`,
-    `phones` `(n, 14, 16)`)."""
+    `phones` and `ppg` `(n, 14, 16)`)."""
     parts = [np.asarray(windows[f], np.float32) for f in audio_fields(features)]
     return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
 
 def audio_windows(wav: np.ndarray, features: str, source: str = "audio") -> np.ndarray:
     """The audio windows `(n, rows, 16)` the model hears (`features`) for 16 kHz mono `wav` of
-    n whole frames (phones decoded only when the model uses them; `source` names the audio in a
-    decoding error)."""
+    n whole frames (phones decoded, or their posteriors scored, only when the model uses them;
+    `source` names the audio in a decoding error)."""
     from speech2lip.data.audio import frame_mel_windows
     from speech2lip.data.phones import frame_phone_windows
+    from speech2lip.data.posteriors import frame_ppg_windows
 
     n = len(wav) // SAMPLES_PER_FRAME
     make = {"mel": lambda: frame_mel_windows(wav, n),
-            "phones": lambda: frame_phone_windows(wav, n, source)}  # fmt: skip
+            "phones": lambda: frame_phone_windows(wav, n, source),
+            "ppg": lambda: frame_ppg_windows(wav, n)}  # fmt: skip
     return join_audio({f: make[f]() for f in audio_fields(features)}, features)
 
 

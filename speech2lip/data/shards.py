@@ -31,7 +31,7 @@ import numpy as np
 
 from speech2lip.errors import Speech2LipError, remake
 
-SCHEMA_VERSION = 2  # 2: the `phones` field
+SCHEMA_VERSION = 3  # 2: the `phones` field; 3: `ppg`
 SHARD_DIR = "shards"
 CANONICAL_FILE = "canonical.h5"
 

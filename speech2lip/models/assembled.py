@@ -30,7 +30,7 @@ from speech2lip.models.lips import crop_uv
 from speech2lip.models.shape import ShapeRegressor
 
 # What the audio encoder multiplies each part of its input by: mel in -4..4, phones in 0..1.
-INPUT_SCALE = {"mel": 0.25, "phones": 1.0}
+INPUT_SCALE = {"mel": 0.25, "phones": 1.0, "ppg": 1.0}
 FEATHER_PX = 8.0  # canonical-crop pixels over which the pasted lips fade in at the crop's edge
 
 

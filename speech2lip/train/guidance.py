@@ -54,7 +54,7 @@ def lip_shapes(
         heard.append(windows[ctx].reshape(len(ids), -1))
     fields, rows = audio_fields(opts.model.features), audio_rows(opts.model.features)
     part = np.repeat(np.arange(len(rows)), np.asarray(rows) * MEL_WINDOW)  # one window's
-    pooled = tuple(i for i, f in enumerate(fields) if f == "phones")
+    pooled = tuple(i for i, f in enumerate(fields) if f in ("phones", "ppg"))
     target = np.tile(codes[ids], (len(heard), 1))
     fitted = fit_ridge(np.concatenate(heard), target, opts.shape_ridge,
                        parts=np.tile(part, ctx.shape[1]), pooled=pooled,

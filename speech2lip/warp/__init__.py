@@ -36,6 +36,7 @@ from speech2lip.atomic import atomic_path, write_json
 from speech2lip.config import WarpConfig
 from speech2lip.data import audio as audio_features
 from speech2lip.data.phones import frame_phone_windows
+from speech2lip.data.posteriors import frame_ppg_windows
 from speech2lip.data.shards import (
     CANONICAL_FILE,
     SCHEMA_VERSION,
@@ -224,6 +225,7 @@ def run(
         "landmarks": points[..., :2].astype(np.float32),
         "mel": audio_features.frame_mel_windows(wav, n), "mfcc": audio_features.frame_mfcc(wav, n),
         "phones": frame_phone_windows(wav, n, source=str(audio)),
+        "ppg": frame_ppg_windows(wav, n),
         "qa_ids": set(np.linspace(0, n - 1, cfg.qa_frames).round().astype(int).tolist()),
         "grid_ids": set(np.linspace(0, n - 1, 24).round().astype(int).tolist()),
     }  # fmt: skip

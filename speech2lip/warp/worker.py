@@ -72,6 +72,9 @@ def shard_fields(
                      "Wav2Lip mel window (16 frames = 0.2 s) starting at this video frame"),
         "phones": Field((N_CLASSES, audio_features.MEL_WINDOW), "float32", "share 0..1",
                         "phone classes (pocketsphinx) over the mel window's 16 frames"),
+        "ppg": Field((N_CLASSES, audio_features.MEL_WINDOW), "float32", "posterior 0..1",
+                     "phone-class posteriors (pocketsphinx's acoustic model) over the same "
+                     "16 frames"),
         "mfcc": Field((audio_features.MFCC_PER_FRAME, audio_features.N_MFCC), "float32",
                       "MFCC", "the frame's 4 MFCC frames (10 ms step), python_speech_features"),
     }  # fmt: skip
@@ -190,6 +193,7 @@ def _write_shard(job: tuple[int, int, int, str]) -> dict:
         dsets["landmarks"][:] = s["landmarks"][sl]
         dsets["mel"][:] = s["mel"][sl]
         dsets["phones"][:] = s["phones"][sl]
+        dsets["ppg"][:] = s["ppg"][sl]
         dsets["mfcc"][:] = s["mfcc"][sl]
         done = 0
         batch: list[np.ndarray] = []
