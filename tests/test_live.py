@@ -335,3 +335,85 @@ def test_the_server_is_free_only_once_the_sessions_figures_are_kept(subject, mon
             await client.close()
 
     asyncio.run(scenario())
+
+
+# ---------------------------------------------------------------- phone posteriors, live
+def _speech(text: str = "Pam may buy a map, and Bob met my mum by the pub.") -> np.ndarray:
+    """espeak-ng saying `text`, 16 kHz float32."""
+    from tests.test_phones import _espeak
+
+    wav, _ = _espeak(text)
+    return wav.astype(np.float32)
+
+
+@pytest.mark.parametrize("radius", [0, 2])
+def test_streamed_phone_posteriors_equal_the_whole_recordings(radius):
+    from speech2lip.data.posteriors import cepstra, cepstral_mean, frame_ppg_windows
+    from speech2lip.live.stream import LivePosteriors
+
+    wav = _speech()
+    n = len(wav) // SAMPLES_PER_FRAME
+    wav = wav[: n * SAMPLES_PER_FRAME]
+    mean = cepstral_mean(*cepstra(wav))
+    offline = mel_contexts(frame_ppg_windows(wav, n, mean), radius)
+    both = np.concatenate([mel_contexts(frame_mel_windows(wav, n), radius), offline], axis=2)
+    stream, live = AudioStream(), LivePosteriors(mean, adapt=False)
+    twin = LivePosteriors(mean, adapt=False)
+    for i in range(n - 8):
+        while stream.received < samples_needed(i, radius, ppg=True):
+            stream.push(wav[stream.received : stream.received + PACKET], now=0.0)
+        np.testing.assert_allclose(stream.ppg_context(i, radius, live), offline[i], atol=1e-5)
+        joined = stream.context(i, radius, ("mel", "ppg"), twin)
+        np.testing.assert_allclose(joined, both[i], atol=1e-5)
+    assert len(live.shares) <= live.keep
+
+
+def test_phone_posteriors_wait_a_little_longer_and_learn_the_voices_mean():
+    from speech2lip.data.posteriors import cepstra, cepstral_mean
+    from speech2lip.live.stream import LivePosteriors
+
+    assert all(samples_needed(i, 2, ppg=True) >= samples_needed(i, 2) for i in range(100))
+    assert 0 < lookahead(2, ppg=True) - lookahead(2) < 0.03
+    wav = _speech()
+    stream = AudioStream(keep_s=30.0)
+    stream.push(wav, now=0.0)
+    live = LivePosteriors(np.zeros(13), prior_frames=10)
+    upto = len(wav) // 160 - 6
+    for k in range(0, upto, 40):  # in steps, as frames come
+        live.update(stream, min(k + 39, upto))
+    cep, silent = cepstra(wav[: (upto + 1) * 160])
+    heard = cepstral_mean(cep, silent)
+    np.testing.assert_allclose(live.total / live.count, heard, atol=0.05 * np.abs(heard).max())
+
+
+def test_live_takes_a_phone_posterior_model_and_refuses_decoded_phones(
+    demo_geometry, demo_warp, tmp_path
+):
+    from speech2lip.config import ModelSizes, TrainConfig
+    from speech2lip.errors import Speech2LipError
+    from speech2lip.live.engine import LiveEngine
+    from speech2lip.live.stream import LivePosteriors
+    from speech2lip.train import run
+    from tests.conftest import TINY_SIZES
+
+    for features in ("mel+ppg", "phones"):
+        cfg = TrainConfig(steps=2, batch_frames=2, checkpoint_every=2, log_every=2,
+                          model=ModelSizes(**TINY_SIZES, features=features),
+                          mouth_start=0, sync_weight=0.0)  # fmt: skip
+        run(demo_warp / "index.json", tmp_path / features, cfg, threads=1, resume="no",
+            device="cpu")  # fmt: skip
+        base = results_folder(tmp_path / f"subject-{features}", tmp_path / features / "model.pt",
+                              demo_geometry, demo_warp)  # fmt: skip
+        if features == "phones":
+            with pytest.raises(
+                Speech2LipError, match="live mode computes mel and phone posteriors"
+            ):
+                LiveEngine(base / "train/model.pt", size=64, frames=4)
+            continue
+        engine = LiveEngine(base / "train/model.pt", size=64, frames=4)
+        assert engine.fields == ("mel", "ppg") and engine.cepstral_mean.shape == (13,)
+        stream, wav = AudioStream(), _speech()
+        stream.push(wav, now=0.0)
+        ctx = stream.context(3, engine.radius, engine.fields, LivePosteriors(engine.cepstral_mean))
+        assert ctx.shape == (2 * engine.radius + 1, 94, 16)
+        assert engine.render(3, ctx).shape == (64, 64, 3)

@@ -207,11 +207,16 @@ def cepstra(wav: np.ndarray) -> np.ndarray:
     return cep * (1 + lifter / 2 * np.sin(np.pi * np.arange(N_CEPSTRA) / lifter)), silent
 
 
-def streams(cep: np.ndarray, silent: np.ndarray) -> np.ndarray:
-    """`(T, 3, 13)`: cepstra less their mean over the sounding frames, deltas (t+2 minus t-2)
-    and second deltas (the delta's t+1 minus t-1), edges repeated."""
+def cepstral_mean(cep: np.ndarray, silent: np.ndarray) -> np.ndarray:
+    """`(13,)`: the mean cepstrum over the sounding frames (all of them if none sounds)."""
     sounding = ~silent if (~silent).any() else np.ones_like(silent)
-    c = cep - cep[sounding].mean(axis=0)
+    return cep[sounding].mean(axis=0) if len(cep) else np.zeros(N_CEPSTRA)
+
+
+def streams(cep: np.ndarray, silent: np.ndarray, mean: np.ndarray | None = None) -> np.ndarray:
+    """`(T, 3, 13)`: cepstra less `mean` (None: their own over the sounding frames), deltas
+    (t+2 minus t-2) and second deltas (the delta's t+1 minus t-1), edges repeated."""
+    c = cep - (cepstral_mean(cep, silent) if mean is None else mean)
     pad = np.pad(c, ((3, 3), (0, 0)), mode="edge")
     t = len(c)
 
@@ -244,33 +249,45 @@ def phone_scores(model: AcousticModel, feats: np.ndarray) -> np.ndarray:
     return out
 
 
-def class_posteriors(wav: np.ndarray) -> np.ndarray:
+def class_posteriors(wav: np.ndarray, mean: np.ndarray | None = None) -> np.ndarray:
     """`(T, N_CLASSES) float32`: per 10 ms frame (centred on sample t * 160) the posterior
-    share of each lip class; digital silence is silence."""
-    model = load_model()
+    share of each lip class; digital silence is silence. `mean`: the cepstral mean to take off
+    (None: the audio's own, `cepstral_mean`)."""
     cep, silent = cepstra(wav)
+    return posteriors_of(cep, silent, mean)
+
+
+def posteriors_of(cep: np.ndarray, silent: np.ndarray, mean: np.ndarray | None) -> np.ndarray:
+    """`class_posteriors` from cepstra and their silent frames (`cepstra`)."""
+    model = load_model()
     if not len(cep):
         return np.zeros((0, N_CLASSES), np.float32)
-    scores = ACOUSTIC_SCALE * phone_scores(model, streams(cep, silent))
+    scores = ACOUSTIC_SCALE * phone_scores(model, streams(cep, silent, mean))
     post = np.exp(scores - scores.max(axis=1, keepdims=True))
     shares = (post / post.sum(axis=1, keepdims=True)).astype(np.float32) @ model.classes
     shares[silent] = np.eye(N_CLASSES, dtype=np.float32)[0]
     return shares
 
 
-def frame_ppg_windows(wav: np.ndarray, n_frames: int) -> np.ndarray:
+def at_mel_frames(shares: np.ndarray, mel_frames: np.ndarray, first: int = 0) -> np.ndarray:
+    """`(N_CLASSES, len(mel_frames))`: the posteriors `shares` (10 ms frames from frame
+    `first`) at the centres of `mel_frames` (80 per second), interpolated; silence past the
+    last one."""
+    times = (first + np.arange(len(shares))) / RATE
+    centres = np.asarray(mel_frames) * HOP / SAMPLE_RATE
+    if not len(shares):
+        return np.eye(N_CLASSES, dtype=np.float32)[:, [0] * len(centres)]
+    return np.stack([np.interp(centres, times, shares[:, c], right=float(c == 0))
+                     for c in range(N_CLASSES)]).astype(np.float32)  # fmt: skip
+
+
+def frame_ppg_windows(
+    wav: np.ndarray, n_frames: int, mean: np.ndarray | None = None
+) -> np.ndarray:
     """Per video frame i, the lip-class posteriors over the 16 mel frames its mel window spans
     (`frame_mel_windows`' alignment; each mel frame takes the posteriors at its centre,
-    interpolated; past the audio's end, silence): `(n_frames, N_CLASSES, 16) float32`."""
-    shares = class_posteriors(wav)
-    n_mel = int(mel_start(n_frames)) + MEL_WINDOW
-    centres = np.arange(n_mel) * HOP / SAMPLE_RATE
-    times = np.arange(len(shares)) / RATE
-    if not len(shares):
-        track = np.zeros((N_CLASSES, n_mel), np.float32)
-        track[0] = 1.0
-    else:
-        track = np.stack([np.interp(centres, times, shares[:, c], right=float(c == 0))
-                          for c in range(N_CLASSES)])  # fmt: skip
+    interpolated; past the audio's end, silence): `(n_frames, N_CLASSES, 16) float32`.
+    `mean`: as `class_posteriors`."""
+    track = at_mel_frames(class_posteriors(wav, mean), np.arange(mel_start(n_frames) + MEL_WINDOW))
     idx = mel_start(np.arange(n_frames))[:, None] + np.arange(MEL_WINDOW)[None]
-    return np.ascontiguousarray(np.moveaxis(track[:, idx], 0, 1)).astype(np.float32)
+    return np.ascontiguousarray(np.moveaxis(track[:, idx], 0, 1))

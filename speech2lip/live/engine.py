@@ -57,7 +57,7 @@ class LiveEngine:
                  device: str = "cpu") -> None:  # fmt: skip
         import torch
 
-        from speech2lip.data.batches import timestamps, to_device
+        from speech2lip.data.batches import audio_fields, timestamps, to_device
         from speech2lip.data.shards import WarpData
         from speech2lip.inputs import read_meta
         from speech2lip.models.checkpoint import load_model
@@ -68,11 +68,12 @@ class LiveEngine:
         self.cfg = cfg or RenderConfig()
         files = subject_files(model)
         self.model = load_model(files["model"], device)
-        if (self.model.sizes.features or "mel") != "mel":
+        self.fields = audio_fields(self.model.sizes.features)
+        if "phones" in self.fields:
             raise Speech2LipError(
-                f"{model} hears {self.model.sizes.features}: live mode computes mel features "
-                "only (phone decoding needs whole utterances); train with "
-                "train.model.features: mel"
+                f"{model} hears {self.model.sizes.features}: live mode computes mel and phone "
+                "posteriors, not decoded phones (decoding needs whole utterances); train with "
+                "train.model.features: mel, ppg or mel+ppg"
             )
         self.radius = self.model.sizes.audio_radius
         self.device = device
@@ -104,6 +105,12 @@ class LiveEngine:
         self.backgrounds = [source[int(k)] for k in self.ids]
 
         self.voice = SubjectVoice(data, files["audio"])
+        self.cepstral_mean = None  # the phone posteriors' starting mean: the subject's own
+        if "ppg" in self.fields:
+            from speech2lip.data.posteriors import cepstra, cepstral_mean
+            from speech2lip.inputs import read_clip_audio
+
+            self.cepstral_mean = cepstral_mean(*cepstra(read_clip_audio(files["audio"], n)))
         self.rest = self.rest_lips = None
         if silence:
             from speech2lip.data.voice import rest_frames
@@ -113,7 +120,9 @@ class LiveEngine:
             self.rest = renderer.rest_condition(rest_ids)
             self.rest_lips = renderer.real_rest_lips(rest_ids)
         self.previous, self.change = None, 0.0  # the last mouth box, and how much it changed
-        silent = np.full((2 * self.radius + 1, 80, 16), -4.0, np.float32)
+        quiet = {"mel": np.full((80, 16), -4.0, np.float32),
+                 "ppg": np.eye(14, 1, dtype=np.float32).repeat(16, axis=1)}  # fmt: skip
+        silent = np.stack([np.concatenate([quiet[f] for f in self.fields])] * (2 * self.radius + 1))
         for i in range(3):  # the first calls are slow (allocations, kernels chosen): not live
             self.render(i, silent, 0.0)
         self.previous, self.change = None, 0.0
@@ -129,9 +138,9 @@ class LiveEngine:
         return int(bounce(i, len(self.ids)))
 
     def render(self, i: int, context: np.ndarray, rest_weight: float = 0.0) -> np.ndarray:
-        """Output frame `i` from its mel context `(2r+1, 80, 16)`: `(h, w, 3) uint8` RGB at the
-        output size; `rest_weight` blends the lips (their conditioning, then the drawn lips)
-        towards the rest mouth."""
+        """Output frame `i` from its audio context `(2r+1, rows, 16)` (mel and/or phone
+        posteriors, `self.fields`): `(h, w, 3) uint8` RGB at the output size; `rest_weight`
+        blends the lips (their conditioning, then the drawn lips) towards the rest mouth."""
         import torch
 
         from speech2lip.renderer import blend_rest, paste

@@ -24,6 +24,7 @@ from speech2lip.live.stream import (
     PACKET,
     AudioStream,
     FrameScheduler,
+    LivePosteriors,
     VoiceTracker,
     lookahead,
     samples_needed,
@@ -51,8 +52,10 @@ class Session:
         self.engine, self.match_level = engine, match_level
         self.loop = asyncio.get_running_loop()
         self.stream = AudioStream()
-        self.delay = lookahead(engine.radius) + PACKET / SAMPLE_RATE + budget
-        self.scheduler = FrameScheduler(engine.radius, self.delay)
+        self.ppg = "ppg" in engine.fields
+        self.delay = lookahead(engine.radius, self.ppg) + PACKET / SAMPLE_RATE + budget
+        self.scheduler = FrameScheduler(engine.radius, self.delay, ppg=self.ppg)
+        self.posteriors = LivePosteriors(engine.cepstral_mean) if self.ppg else None
         cfg = engine.cfg
         vad = load_vad() if (engine.rest is not None or match_level) else None
         self.voice = VoiceTracker(vad, cfg.silence_min_frames, cfg.silence_ramp)
@@ -124,8 +127,9 @@ class Session:
                 if i < 0:
                     continue
                 weight = self.voice.advance(i, self.stream)
-                context = self.stream.mel_context(i, radius, self._gain())
-                arrival = self.stream.arrival(samples_needed(i, radius))
+                context = self.stream.context(i, radius, engine.fields, self.posteriors,
+                                              self._gain())  # fmt: skip
+                arrival = self.stream.arrival(samples_needed(i, radius, self.ppg))
             t = clock()
             try:
                 image = engine.render(i, context, weight)

@@ -29,27 +29,76 @@ from speech2lip.data.audio import (
     mel_start,
     melspectrogram,
 )
+from speech2lip.data.posteriors import FRAME_HOP, WINDOW, at_mel_frames, cepstra, posteriors_of
 from speech2lip.data.voice import CHUNK, HANGOVER, THRESHOLD
 
 PACKET = SAMPLE_RATE // 50  # 20 ms: WebRTC's audio packets
 GUARD_MEL = 3  # mel frames computed before the first one used, so none sees the slice's edge
 
 
-def samples_needed(i: int, radius: int) -> int:
+def samples_needed(i: int, radius: int, ppg: bool = False) -> int:
     """Stream samples output frame `i` needs: through the last mel frame of its last audio
     window (window i + AUDIO_OFFSET + radius), whose centred STFT reaches N_FFT / 2 samples past
-    its centre; and through the voice-activity chunks of frame i + HANGOVER."""
+    its centre; with phone posteriors (`ppg`), through the 10 ms frames the posteriors at that
+    centre are interpolated from, their second deltas' 3 frames and half a window more; and
+    through the voice-activity chunks of frame i + HANGOVER."""
     last_window = max(0, i + AUDIO_OFFSET + radius)
     mel = int(mel_start(last_window)) + MEL_WINDOW - 1
+    need = mel * HOP + N_FFT // 2
+    if ppg:
+        need = max(need, (-(-mel * HOP // FRAME_HOP) + 3) * FRAME_HOP + WINDOW // 2)
     vad_chunk = ((i + HANGOVER + 1) * SAMPLES_PER_FRAME - 1) // CHUNK
-    return max(mel * HOP + N_FFT // 2, (vad_chunk + 1) * CHUNK)
+    return max(need, (vad_chunk + 1) * CHUNK)
 
 
-def lookahead(radius: int) -> float:
+def lookahead(radius: int, ppg: bool = False) -> float:
     """Seconds of audio past a frame's start that it waits for (the largest over the mel
     frames' 80/25 cycle)."""
-    extra = max(samples_needed(i, radius) - i * SAMPLES_PER_FRAME for i in range(10, 20))
+    extra = max(samples_needed(i, radius, ppg) - i * SAMPLES_PER_FRAME for i in range(10, 20))
     return extra / SAMPLE_RATE
+
+
+def context_mel_frames(i: int, radius: int) -> np.ndarray:
+    """`(2r+1, 16)`: the mel frames of frame `i`'s audio windows i + AUDIO_OFFSET - r .. + r
+    (clamped at the stream's start)."""
+    windows = np.maximum(0, i + AUDIO_OFFSET + np.arange(-radius, radius + 1))
+    return mel_start(windows)[:, None] + np.arange(MEL_WINDOW)[None]
+
+
+class LivePosteriors:
+    """The stream's phone-class posteriors (`speech2lip.data.posteriors`, the `ppg`
+    features): each 10 ms frame scored once, when the audio its deltas reach has come, less a
+    running cepstral mean: `prior` (the subject's own audio's) counted as `prior_frames`
+    frames, then every sounding frame heard (offline takes the whole file's mean; `adapt`
+    False keeps `prior`). The last `keep` frames are kept."""
+
+    GUARD = 5  # frames scored before the first kept: its window and deltas see real samples
+
+    def __init__(self, prior: np.ndarray, prior_frames: int = 500, adapt: bool = True,
+                 keep: int = 400) -> None:  # fmt: skip
+        self.total = np.asarray(prior, np.float64) * prior_frames
+        self.count = float(prior_frames)
+        self.adapt, self.keep = adapt, keep
+        self.shares = np.zeros((0, 0), np.float32)
+        self.first = 0  # the stream frame of shares[0]
+
+    def update(self, stream: AudioStream, upto: int, gain: float = 1.0) -> None:
+        """Score the stream's 10 ms frames through `upto` not scored yet."""
+        lo = self.first + len(self.shares)
+        if upto < lo:
+            return
+        g = lo - self.GUARD
+        wav = stream.samples(g * FRAME_HOP, (upto + 3) * FRAME_HOP + WINDOW // 2)
+        cep, silent = cepstra(wav * np.float32(gain))
+        new = slice(lo - g, upto - g + 1)
+        if self.adapt:
+            sounding = ~silent[new]
+            self.total += cep[new][sounding].sum(axis=0)
+            self.count += int(sounding.sum())
+        shares = posteriors_of(cep, silent, self.total / self.count)[new]
+        self.shares = np.concatenate([self.shares.reshape(-1, shares.shape[1]), shares])
+        self.shares = self.shares[-self.keep :]
+        self.first = upto + 1 - len(self.shares)
 
 
 class AudioStream:
@@ -138,14 +187,35 @@ class AudioStream:
         idx = starts[:, None] + np.arange(MEL_WINDOW)[None]
         return np.ascontiguousarray(np.moveaxis(mel[:, idx], 0, 1))
 
+    def ppg_context(
+        self, i: int, radius: int, posteriors: LivePosteriors, gain_db: float = 0.0
+    ) -> np.ndarray:
+        """Frame `i`'s phone-posterior windows `(2r+1, 14, 16)`, aligned as `mel_context`
+        (equal to the offline `frame_ppg_windows` with the same cepstral mean)."""
+        frames = context_mel_frames(i, radius)
+        upto = -(-int(frames.max()) * HOP // FRAME_HOP)
+        posteriors.update(self, upto, float(10 ** (gain_db / 20)))
+        track = at_mel_frames(posteriors.shares, frames.reshape(-1), posteriors.first)
+        return np.ascontiguousarray(np.moveaxis(track.reshape(-1, *frames.shape), 0, 1))
+
+    def context(
+        self, i: int, radius: int, fields: tuple[str, ...],
+        posteriors: LivePosteriors | None = None, gain_db: float = 0.0,
+    ) -> np.ndarray:  # fmt: skip
+        """Frame `i`'s model input `(2r+1, rows, 16)`: the windows of each of `fields`
+        (`mel`, `ppg`) joined along the rows, as `speech2lip.data.batches.join_audio`."""
+        parts = [self.mel_context(i, radius, gain_db) if f == "mel"
+                 else self.ppg_context(i, radius, posteriors, gain_db) for f in fields]  # fmt: skip
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+
 
 class FrameScheduler:
     """Which frame to render next and when each leaves: frame i leaves at
     `t0 + i / fps + delay`; one that would leave more than `tolerance` late is dropped."""
 
     def __init__(self, radius: int, delay: float, fps: int = FPS,
-                 tolerance: float | None = None) -> None:  # fmt: skip
-        self.radius, self.delay, self.fps = radius, delay, fps
+                 tolerance: float | None = None, ppg: bool = False) -> None:  # fmt: skip
+        self.radius, self.delay, self.fps, self.ppg = radius, delay, fps, ppg
         self.tolerance = 1.0 / fps if tolerance is None else tolerance
         self.next = 0  # the next frame not yet taken
         self.t0: float | None = None
@@ -157,7 +227,7 @@ class FrameScheduler:
         return self.t0 + i / self.fps + self.delay
 
     def ready(self, received: int) -> bool:
-        return samples_needed(self.next, self.radius) <= received
+        return samples_needed(self.next, self.radius, self.ppg) <= received
 
     def take(self, received: int, now: float, t0: float) -> tuple[int, list[int]]:
         """(the frame to render now or -1, the frames dropped on the way): frames whose audio
