@@ -179,9 +179,11 @@ def test_the_live_frame_is_the_renderers_frame(subject, demo_warp):
 
     torch.manual_seed(0)
     engine = LiveEngine(subject / "train/model.pt", size=None, start_frame=5, frames=20)
-    data = WarpData(demo_warp / "index.json", fields=FIELDS + ["mel"])
-    mel = data.read_field("mel", np.arange(len(data)))
-    ctx = mel_contexts(mel, engine.radius)
+    from speech2lip.data.batches import read_audio
+
+    data = WarpData(demo_warp / "index.json", fields=FIELDS + list(engine.fields))
+    heard = read_audio(data, np.arange(len(data)), engine.model.sizes.features)
+    ctx = mel_contexts(heard, engine.radius)
     renderer = Renderer(engine.model, data, RenderConfig(), "cpu")
     frames = FrameSource(subject / "resample/frames.mkv", engine.width, engine.height, len(data))
     for i in (0, 7, 19, 25):  # 25: on the way back (ping-pong): background 5 + 13
@@ -201,7 +203,8 @@ def test_at_rest_the_live_mouth_ignores_the_audio(subject):
     engine = LiveEngine(subject / "train/model.pt", size=128, frames=4)
     assert engine.size == (128, 128)
     rng = np.random.default_rng(1)
-    a, b = (rng.uniform(-4, 0, (2 * engine.radius + 1, 80, 16)).astype(np.float32)
+    rows = 80 + 14 * ("ppg" in engine.fields)
+    a, b = (rng.uniform(-4, 0, (2 * engine.radius + 1, rows, 16)).astype(np.float32)
             for _ in range(2))  # fmt: skip
     assert engine.render(2, a, 1.0).shape == (128, 128, 3)
     np.testing.assert_array_equal(engine.render(2, a, 1.0), engine.render(2, b, 1.0))
