@@ -281,9 +281,7 @@ def at_mel_frames(shares: np.ndarray, mel_frames: np.ndarray, first: int = 0) ->
                      for c in range(N_CLASSES)]).astype(np.float32)  # fmt: skip
 
 
-def frame_ppg_windows(
-    wav: np.ndarray, n_frames: int, mean: np.ndarray | None = None
-) -> np.ndarray:
+def frame_ppg_windows(wav: np.ndarray, n_frames: int, mean: np.ndarray | None = None) -> np.ndarray:
     """Per video frame i, the lip-class posteriors over the 16 mel frames its mel window spans
     (`frame_mel_windows`' alignment; each mel frame takes the posteriors at its centre,
     interpolated; past the audio's end, silence): `(n_frames, N_CLASSES, 16) float32`.
