@@ -59,23 +59,32 @@ def _espeak(text: str) -> tuple[np.ndarray, list[tuple[float, str]]]:
     return wav, [(s / speech.sample_rate, p) for s, p in speech.phonemes]
 
 
+BILABIAL_TEXTS = ("Bob met my mom, a baby maps a bump by a pub.",
+                  "My mum may buy a bomb, Pam, maybe.")  # fmt: skip
+
+
+def closed_over_phonemes(closed: np.ndarray, timed, rate: int) -> tuple[list, list]:
+    """The mean of a closed-lips share track (`rate` frames per second) over each of espeak's
+    bilabials (p/b/m) and over each of its open vowels."""
+    bilabial, vowel = [], []
+    for (start, p), (end, _) in zip(timed, timed[1:], strict=False):
+        lo, hi = int(start * rate), max(int(start * rate) + 1, int(end * rate))
+        if p in ("p", "b", "m"):
+            bilabial.append(closed[lo:hi].mean())
+        elif p in ("a", "aI", "0", "V", "eI", "E", "aU", "a#"):
+            vowel.append(closed[lo:hi].mean())
+    assert len(bilabial) >= 8 and len(vowel) >= 5
+    return bilabial, vowel
+
+
 def test_bilabials_decode_as_closed_lips():
     """p/b/m decode as the closed-mouth classes most of the time (lips_closed, or silence: a
     stop's closure is silent), open vowels mostly not."""
-    for text in ("Bob met my mom, a baby maps a bump by a pub.",
-                 "My mum may buy a bomb, Pam, maybe."):  # fmt: skip
+    for text in BILABIAL_TEXTS:
         wav, timed = _espeak(text)
         n = len(wav) // SAMPLES_PER_FRAME
         track = phones.class_track(phones.decode(wav[: n * SAMPLES_PER_FRAME]), int(mel_start(n)))
-        closed = track[0] + track[CLOSED]
-        bilabial, vowel = [], []
-        for (start, p), (end, _) in zip(timed, timed[1:], strict=False):
-            lo, hi = int(start * 80), max(int(start * 80) + 1, int(end * 80))
-            if p in ("p", "b", "m"):
-                bilabial.append(closed[lo:hi].mean())
-            elif p in ("a", "aI", "0", "V", "eI", "E", "aU", "a#"):
-                vowel.append(closed[lo:hi].mean())
-        assert len(bilabial) >= 8 and len(vowel) >= 5
+        bilabial, vowel = closed_over_phonemes(track[0] + track[CLOSED], timed, 80)
         assert np.mean(np.array(bilabial) > 0.5) >= 0.7, bilabial
         assert np.mean(vowel) < 0.5 < np.mean(bilabial), (vowel, bilabial)
 

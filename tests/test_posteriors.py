@@ -13,7 +13,7 @@ from speech2lip.data import phones, posteriors
 from speech2lip.data.audio import MEL_WINDOW, SAMPLE_RATE, SAMPLES_PER_FRAME
 from speech2lip.errors import Speech2LipError
 from tests.conftest import media
-from tests.test_phones import CLOSED, _espeak
+from tests.test_phones import BILABIAL_TEXTS, CLOSED, _espeak, closed_over_phonemes
 
 
 def test_the_bundled_model_reads_as_a_three_state_phone_model():
@@ -53,19 +53,10 @@ def test_bilabials_score_as_closed_lips():
     """Over espeak-ng's p/b/m the closed classes (lips closed, or silence: a stop's closure is
     silent) hold about half the posterior (0.54, 0.48), over open vowels a fifth (0.26, 0.15):
     posteriors are soft, where decoding picks one class."""
-    for text in ("Bob met my mom, a baby maps a bump by a pub.",
-                 "My mum may buy a bomb, Pam, maybe."):  # fmt: skip
+    for text in BILABIAL_TEXTS:
         wav, timed = _espeak(text)
         shares = posteriors.class_posteriors(wav)
-        closed = shares[:, 0] + shares[:, CLOSED]
-        bilabial, vowel = [], []
-        for (start, p), (end, _) in zip(timed, timed[1:], strict=False):
-            lo, hi = int(start * 100), max(int(start * 100) + 1, int(end * 100))
-            if p in ("p", "b", "m"):
-                bilabial.append(closed[lo:hi].mean())
-            elif p in ("a", "aI", "0", "V", "eI", "E", "aU", "a#"):
-                vowel.append(closed[lo:hi].mean())
-        assert len(bilabial) >= 8 and len(vowel) >= 5
+        bilabial, vowel = closed_over_phonemes(shares[:, 0] + shares[:, CLOSED], timed, 100)
         assert np.mean(bilabial) > max(0.4, 1.8 * np.mean(vowel)), (vowel, bilabial)
 
 
