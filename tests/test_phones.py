@@ -213,3 +213,30 @@ def test_decoding_is_the_same_whatever_was_decoded_before():
     first = phones.decode(wav)
     phones.decode(_espeak("Other words, spoken before.")[0])
     assert phones.decode(wav) == first
+
+
+def test_the_audio_code_leaves_the_posteriors_to_the_lip_shape_codes(demo_warp):
+    """Beside mel, the phone posteriors reach the lips through the lip-shape codes only: the
+    audio code does not change with them; alone, it hears them; decoded phones it hears."""
+    from speech2lip.data.shards import WarpData
+    from speech2lip.models.assembled import Speech2Lip, encoder_scales
+    from speech2lip.train.presets import resolve
+
+    def sizes(features: str) -> ModelSizes:
+        return resolve(TrainConfig(model=ModelSizes(**TINY_SIZES, features=features))).model
+
+    assert encoder_scales("mel+ppg") == [0.25, 0.0] and encoder_scales("ppg") == [1.0]
+    assert encoder_scales("mel+phones") == [0.25, 1.0]
+    canonical = WarpData(demo_warp / "index.json").canonical
+    torch.manual_seed(0)
+    both = Speech2Lip(canonical, sizes("mel+ppg"))
+    x = torch.randn(2, 3, 94, 16)
+    y = x.clone()
+    y[:, :, 80:] = torch.rand(2, 3, 14, 16)
+    with torch.no_grad():
+        assert torch.equal(both.audio_code(x), both.audio_code(y))
+        y[:, :, :80] += 1.0
+        assert not torch.equal(both.audio_code(x), both.audio_code(y))
+        alone = Speech2Lip(canonical, sizes("ppg"))
+        a, b = torch.rand(2, 3, 14, 16), torch.rand(2, 3, 14, 16)
+        assert not torch.equal(alone.audio_code(a), alone.audio_code(b))

@@ -31,6 +31,17 @@ from speech2lip.models.shape import ShapeRegressor
 
 # What the audio encoder multiplies each part of its input by: mel in -4..4, phones in 0..1.
 INPUT_SCALE = {"mel": 0.25, "phones": 1.0, "ppg": 1.0}
+# Parts the audio code does not hear beside mel: they reach the lips through the lip-shape
+# codes only. An audio code that heard the phone posteriors too (trained against the real
+# lips, with the real codes beside it) narrowed obama's rendered mouth to 0.78x the real one's
+# amplitude; hearing mel alone, 0.84x, with LMD 1.52 -> 1.46 px (docs/benchmarks.md).
+SHAPE_ONLY = {"ppg"}
+
+
+def encoder_scales(features: str | None) -> list[float]:
+    """The audio encoder's input scale for each part of `features` (0: not heard)."""
+    fields = audio_fields(features)
+    return [0.0 if f in SHAPE_ONLY and "mel" in fields else INPUT_SCALE[f] for f in fields]
 FEATHER_PX = 8.0  # canonical-crop pixels over which the pasted lips fade in at the crop's edge
 
 
@@ -92,7 +103,7 @@ class Speech2Lip(nn.Module):
         self.register_buffer("uv", uv)
         self.register_buffer("cell", cell)
         rows = audio_rows(sizes.features)
-        scales = [INPUT_SCALE[f] for f in audio_fields(sizes.features)]
+        scales = encoder_scales(sizes.features)
         self.audio = AudioEncoder(sizes.audio_dim, parts=tuple(zip(rows, scales, strict=True)))
         self.smoother = AudioSmoother(sizes.audio_dim, sizes.audio_radius)
         # Lip-shape guidance: the lips are conditioned on the frame's lip-shape codes too (the
