@@ -42,6 +42,8 @@ def encoder_scales(features: str | None) -> list[float]:
     """The audio encoder's input scale for each part of `features` (0: not heard)."""
     fields = audio_fields(features)
     return [0.0 if f in SHAPE_ONLY and "mel" in fields else INPUT_SCALE[f] for f in fields]
+
+
 FEATHER_PX = 8.0  # canonical-crop pixels over which the pasted lips fade in at the crop's edge
 
 
