@@ -14,7 +14,7 @@ PRESETS: dict[str, TrainConfig] = {
     # 0.73, amplitude 0.82x -> 0.94x), in under 5 minutes on 2 cores. Mel and phone posteriors:
     # the regression's cross-validated opening r over the train frames rose on every clip
     # (obama 0.60 -> 0.64, macron 0.58 -> 0.65, demo 0.85 -> 0.87), and the rendered test
-    # splits' r on two of three (docs/benchmarks.md).
+    # splits' r by 0.01-0.03 (docs/benchmarks.md).
     "demo": TrainConfig(
         preset="demo", steps=1000, batch_frames=16, lips_pixels=1024, mouth_frames=1, lr=2e-3,
         mouth_start=150, sync_weight=0.003, sync_start=350,
