@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from speech2lip.config import RenderConfig
+from speech2lip.data.phones import N_CLASSES
 from speech2lip.errors import Speech2LipError
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ class LiveEngine:
             self.rest_lips = renderer.real_rest_lips(rest_ids)
         self.previous, self.change = None, 0.0  # the last mouth box, and how much it changed
         quiet = {"mel": np.full((80, 16), -4.0, np.float32),
-                 "ppg": np.eye(14, 1, dtype=np.float32).repeat(16, axis=1)}  # fmt: skip
+                 "ppg": np.eye(N_CLASSES, 1, dtype=np.float32).repeat(16, axis=1)}  # fmt: skip
         silent = np.stack([np.concatenate([quiet[f] for f in self.fields])] * (2 * self.radius + 1))
         for i in range(3):  # the first calls are slow (allocations, kernels chosen): not live
             self.render(i, silent, 0.0)

@@ -175,17 +175,14 @@ class AudioStream:
         - r .. + r (clamped at the stream's start), equal to the offline
         `speech2lip.renderer.mel_contexts` of the whole recording. `gain_db` scales the audio
         first (level matching)."""
-        windows = np.maximum(0, i + AUDIO_OFFSET + np.arange(-radius, radius + 1))
-        lo_mel = int(mel_start(windows[0]))
-        hi_mel = int(mel_start(windows[-1])) + MEL_WINDOW - 1
+        frames = context_mel_frames(i, radius)
+        lo_mel, hi_mel = int(frames[0, 0]), int(frames[-1, -1])
         q = lo_mel - GUARD_MEL if lo_mel >= GUARD_MEL else 0  # the slice's first mel frame
         wav = self.samples(q * HOP, hi_mel * HOP + N_FFT // 2)
         if gain_db:
             wav = wav * np.float32(10 ** (gain_db / 20))
         mel = melspectrogram(wav)
-        starts = mel_start(windows) - q
-        idx = starts[:, None] + np.arange(MEL_WINDOW)[None]
-        return np.ascontiguousarray(np.moveaxis(mel[:, idx], 0, 1))
+        return np.ascontiguousarray(np.moveaxis(mel[:, frames - q], 0, 1))
 
     def ppg_context(
         self, i: int, radius: int, posteriors: LivePosteriors, gain_db: float = 0.0
