@@ -59,12 +59,26 @@ class AcousticModel:
     log_norm: np.ndarray
     weights: np.ndarray
 
-    @property
+    @functools.cached_property
     def classes(self) -> np.ndarray:
         """`(P, N_CLASSES)` 0/1: each phone's lip class (fillers and noise are silence)."""
         out = np.zeros((len(self.phones), N_CLASSES), np.float32)
         out[np.arange(len(self.phones)), [CLASS_OF.get(p, 0) for p in self.phones]] = 1.0
         return out
+
+    @functools.cached_property
+    def scoring(self) -> tuple[list, list, list, list, np.ndarray]:
+        """What `phone_scores` multiplies each frame by, computed once (live mode scores a
+        few frames at a time): per stream the precisions `(P*G, 13)`, means times precisions
+        `(P*G, 13)`, m'Pm `(P*G,)` and log normalisers `(P*G,)`; the weights as float32."""
+        d = self.means.shape[-1]
+        streams = range(self.means.shape[1])
+        prec = [self.precisions[:, k].reshape(-1, d) for k in streams]
+        mp = [(self.means[:, k] * self.precisions[:, k]).reshape(-1, d) for k in streams]
+        quad = [(self.means[:, k] ** 2 * self.precisions[:, k]).sum(axis=-1).reshape(-1)
+                for k in streams]  # fmt: skip
+        norm = [self.log_norm[:, k].reshape(-1) for k in streams]
+        return prec, mp, quad, norm, self.weights.astype(np.float32)
 
 
 def model_dir() -> str:
@@ -175,6 +189,7 @@ def load_model() -> AcousticModel:
                          weights=weights)  # fmt: skip
 
 
+@functools.lru_cache(maxsize=1)
 def mel_filters() -> np.ndarray:
     """`(25, N_FFT // 2 + 1)` triangular filters, equally spaced on the mel scale."""
     params = {k: float(v) for k, v in FRONT_END.items() if k in ("-lowerf", "-upperf", "-nfilt")}
@@ -189,7 +204,7 @@ def mel_filters() -> np.ndarray:
     return filters / np.maximum(filters.sum(axis=1, keepdims=True), 1e-12)
 
 
-def cepstra(wav: np.ndarray) -> np.ndarray:
+def cepstra(wav: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """`(T, 13)` cepstra of 16 kHz `wav`, frame t centred on sample t * 160, and `(T,)` True
     where the frame is digital silence (below -80 dBFS)."""
     x = np.asarray(wav, np.float64)
@@ -228,18 +243,15 @@ def streams(cep: np.ndarray, silent: np.ndarray, mean: np.ndarray | None = None)
 
 def phone_scores(model: AcousticModel, feats: np.ndarray) -> np.ndarray:
     """`(T, P)` log-likelihood of each phone per frame (its states' mixtures, summed)."""
-    p, s, g, d = model.means.shape
-    quad = (model.means**2 * model.precisions).sum(axis=-1)  # (P, S, G)
-    weights = model.weights.astype(np.float32)
+    p, s, g, _ = model.means.shape
+    prec, mp, quad, norm, weights = model.scoring
     out = np.empty((len(feats), p))
     for lo in range(0, len(feats), CHUNK):
         x = feats[lo : lo + CHUNK]
         ll = np.empty((len(x), p, s, g))
         for k in range(s):  # -0.5 (x-m)' P (x-m) + log_norm, as two matrix products
-            prec = model.precisions[:, k].reshape(-1, d)
-            mp = (model.means[:, k] * model.precisions[:, k]).reshape(-1, d)
-            dist = x[:, k] ** 2 @ prec.T - 2 * x[:, k] @ mp.T + quad[:, k].reshape(-1)
-            ll[:, :, k] = (model.log_norm[:, k].reshape(-1) - 0.5 * dist).reshape(len(x), p, g)
+            dist = x[:, k] ** 2 @ prec[k].T - 2 * x[:, k] @ mp[k].T + quad[k]
+            ll[:, :, k] = (norm[k] - 0.5 * dist).reshape(len(x), p, g)
         top = ll.max(axis=-1)  # (T, P, S)
         mix = np.einsum("tpsg,pksg->tpks", np.exp(ll - top[..., None]).astype(np.float32),
                         weights, optimize=True)  # fmt: skip
