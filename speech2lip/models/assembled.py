@@ -116,7 +116,7 @@ class Speech2Lip(nn.Module):
         self.shape = ShapeRegressor(n_audio, self.shape_dim) if self.shape_dim else None
         self.lips = ImplicitLips(sizes.audio_dim + self.shape_dim, sizes.uv_freqs,
                                  sizes.time_freqs, sizes.lips_width, sizes.lips_layers,
-                                 sizes.lips_skip)  # fmt: skip
+                                 sizes.lips_skip, int(sizes.lips_grid or 0))  # fmt: skip
         self.depth = CanonicalDepth(depth[ey : ey + eh, ex : ex + ew])
         self.blend = BlendNet(sizes.blend_channels)
 

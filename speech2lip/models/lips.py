@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -30,13 +31,38 @@ class PositionalEncoding(nn.Module):
         return torch.cat([x, torch.sin(angles), torch.cos(angles)], dim=-1)
 
 
+class GridEncoding(nn.Module):
+    """A learned multi-resolution encoding of (u, v) (Instant-NGP / ER-NeRF style, dense: a 2-D
+    crop is small enough to need no hashing): `levels` grids of `features` learned values,
+    `base` x `base` cells at the coarsest and twice as many per side at each finer level,
+    sampled bilinearly at (u, v) and concatenated. A sine encoding spreads a few fixed
+    frequencies over the whole crop; the grid gives each place of the crop its own values,
+    fine detail (teeth, the lip line) at the cost of a lookup."""
+
+    def __init__(self, levels: int, features: int = 4, base: int = 16) -> None:
+        super().__init__()
+        self.levels = nn.ParameterList(
+            nn.Parameter(torch.empty(1, features, base << i, base << i).uniform_(-1e-2, 1e-2))
+            for i in range(levels)
+        )  # fmt: skip
+        self.out_dim = levels * features
+
+    def forward(self, uv: Tensor) -> Tensor:
+        """`uv` `(..., 2)` -> `(..., levels * features)`."""
+        flat = uv.reshape(1, -1, 1, 2).to(self.levels[0].dtype)
+        parts = [F.grid_sample(grid, flat, padding_mode="border", align_corners=False)[0, :, :, 0].T
+                 for grid in self.levels]  # fmt: skip
+        return torch.cat(parts, dim=-1).reshape(*uv.shape[:-1], self.out_dim)
+
+
 class ImplicitLips(nn.Module):
     """MLP f(gamma(u, v), audio code, time code) -> rgb in 0..1.
 
     `depth` layers of `width` with one skip (the input features re-enter at layer `skip`).
     Audio and time enter through per-frame projections computed once per frame and added to
     the first and the skip layer: `forward(uv (B, P, 2), audio (B, A), time (B,) or None)`
-    -> `(B, P, 3)`. `time_freqs = 0` turns the timestamp off.
+    -> `(B, P, 3)`. `time_freqs = 0` turns the timestamp off. `grid_levels` > 0 adds a
+    learned multi-resolution grid encoding of (u, v) (`GridEncoding`) beside gamma.
     """
 
     def __init__(
@@ -47,13 +73,15 @@ class ImplicitLips(nn.Module):
         width: int = 256,
         depth: int = 8,
         skip: int = 4,
+        grid_levels: int = 0,
     ) -> None:
         super().__init__()
         self.uv_enc = PositionalEncoding(uv_freqs)
+        self.grid = GridEncoding(grid_levels) if grid_levels > 0 else None
         self.use_time = time_freqs > 0
         self.time_enc = PositionalEncoding(time_freqs) if self.use_time else None
         frame_dim = audio_dim + (self.time_enc.out_dim(1) if self.time_enc else 0)
-        uv_dim = self.uv_enc.out_dim(2)
+        uv_dim = self.uv_enc.out_dim(2) + (self.grid.out_dim if self.grid else 0)
         self.skip = skip if 0 < skip < depth else None
         self.first = nn.Linear(uv_dim, width)
         self.frame_first = nn.Linear(frame_dim, width, bias=False)
@@ -74,6 +102,8 @@ class ImplicitLips(nn.Module):
     def forward(self, uv: Tensor, audio: Tensor, time: Tensor | None = None) -> Tensor:
         cond = self.frame_features(audio, time)
         enc = self.uv_enc(uv)
+        if self.grid is not None:
+            enc = torch.cat([enc, self.grid(uv).to(enc.dtype)], dim=-1)
         h = torch.relu(self.first(enc) + self.frame_first(cond)[:, None])
         for i, layer in enumerate(self.hidden, start=1):
             h = layer(h)
