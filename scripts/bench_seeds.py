@@ -93,8 +93,10 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
         for stage in UPSTREAM:
             shutil.copytree(source / stage, work / "results" / args.subject / stage)
-        if (args.workdir / "data").is_dir():  # the demo subject's source video
-            shutil.copytree(args.workdir / "data", work / "data", symlinks=True)
+        video = Path(base["subjects"][args.subject]["video"])
+        if not video.is_absolute():  # inside the work folder (the demo's data/sample/...)
+            (work / video).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(args.workdir / video, work / video)
         config = run_config(base, args.subject, seed, args.settings)
         (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         target = f"results/{args.subject}/evaluate/metrics.json"
