@@ -35,6 +35,7 @@ from speech2lip.models.expert import WINDOW, negatives, window_starts
 from speech2lip.models.losses import contrastive_sync_loss
 from speech2lip.models.syncnet import expert_faces
 from speech2lip.progress import Progress
+from speech2lip.train.adversarial import Adversary
 from speech2lip.train.guidance import lip_shapes
 from speech2lip.train.resume import (
     LOG_COLUMNS,
@@ -190,16 +191,21 @@ def losses(
     perceptual=None,
     expert=None,
     pixel_prob: torch.Tensor | None = None,
+    adversary=None,
 ) -> dict[str, torch.Tensor]:
     """Every loss term of one step (unweighted) and the weighted total under "total".
     `pixel_prob` `(lh * lw,)`: how L_m draws its random pixels (`lips_pixel_prob`; uniform
     when None). With lip-shape guidance the lips are conditioned on the frames' own lip-shape
-    codes (`lip_shape`), so they learn to follow them."""
+    codes (`lip_shape`), so they learn to follow them. `adversary` (`Adversary`, from
+    `opts.adversarial_start`): the patch critic scores `opts.adversarial_frames` whole crops."""
     code, _ = model.condition(batch["mel_context"], batch.get("lip_shape"))
     target, mask = batch["canonical_lips"], batch["canonical_mask"]
     b = target.shape[0]
     full = b if opts.mouth_frames <= 0 else min(opts.mouth_frames, b)  # frames drawn whole
-    lips = model.canonical_lips(code[:full], batch["time"][:full], random=True)
+    critic = adversary is not None and step >= opts.adversarial_start
+    n_whole = max(full, min(opts.adversarial_frames, b)) if critic else full
+    drawn = model.canonical_lips(code[:n_whole], batch["time"][:n_whole], random=True)
+    lips = drawn[:full]
     if opts.lips_pixels > 0:  # L_m on random pixels of every frame: more frames per step
         n_pix = target.shape[2] * target.shape[3]
         if pixel_prob is None:
@@ -214,6 +220,9 @@ def losses(
     else:
         out = {"lips": masked_mse(lips, target[:full], mask[:full])}
     total = opts.lips_weight * out["lips"]
+    if critic:
+        out["adversarial"] = adversary.score(drawn, target, mask, batch.get("lip_shape"))
+        total = total + opts.adversarial_weight * out["adversarial"]
     target, mask = target[:full], mask[:full]
     whole = {k: v[:full] for k, v in batch.items() if not k.startswith("sync_")}
     use_perceptual = perceptual is not None and opts.perceptual_weight > 0
@@ -289,6 +298,8 @@ def train(
     scaler = torch.amp.GradScaler(device_type, enabled=precision == "fp16")
     if expert is not None:
         expert = expert.to(device).eval().requires_grad_(False)
+    adversary = (Adversary(device, model.shape_dim) if opts.adversarial_weight > 0
+                 else None)  # fmt: skip
     start = 0
     last = ckpt_dir / "last.pt"
     if resume != "no" and last.is_file():
@@ -300,6 +311,8 @@ def train(
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scaler.load_state_dict(state.get("scaler", {}))
+            if adversary is not None:
+                adversary.load_state_dict(state["critic"])
             start = int(state["step"])
             log.info("train: resuming from %s at step %d", last, start)
         elif resume == "yes":
@@ -352,12 +365,14 @@ def train(
             group["lr"] = base * scale
         batch = to_device(arrays, device)
         with torch.autocast(device_type, dtype=amp, enabled=amp is not None):
-            terms = losses(model, batch, opts, step, perceptual, expert, pixel_prob)
+            terms = losses(model, batch, opts, step, perceptual, expert, pixel_prob, adversary)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(terms["total"]).backward()
         scaler.step(optimizer)
         scaler.update()
         history = {k: float(v.detach()) for k, v in terms.items()}
+        if adversary is not None and (critic := adversary.critic_step()) is not None:
+            history["critic"] = critic
         done = step + 1
         out_of_time = budget is not None and time.monotonic() - t0 >= budget
         last_step = done == opts.steps or out_of_time
@@ -372,7 +387,8 @@ def train(
             log.info("train: step %d/%d %s", done, opts.steps,
                      " ".join(f"{k} {v:.4f}" for k, v in history.items()))  # fmt: skip
         if done % opts.checkpoint_every == 0 or last_step:
-            save_checkpoint(last, model, optimizer, done, opts, data, scaler)
+            save_checkpoint(last, model, optimizer, done, opts, data, scaler,
+                            critic=adversary.state_dict() if adversary else None)  # fmt: skip
         if on_step is not None:
             on_step(done, history, model)
         progress.update(done)

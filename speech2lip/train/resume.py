@@ -19,7 +19,7 @@ from speech2lip.errors import Speech2LipError
 
 # the columns of train_log.csv
 LOG_COLUMNS = ["step", "seconds", "total", "lips", "perceptual", "depth", "mouth",
-               "mouth_perceptual", "sync"]  # fmt: skip
+               "mouth_perceptual", "sync", "adversarial", "critic"]  # fmt: skip
 
 
 @functools.cache
@@ -58,12 +58,17 @@ def why_not_resume(state: dict, model, opts, data) -> str | None:
     return None
 
 
-def save_checkpoint(path: Path, model, optimizer, step: int, opts, data, scaler=None) -> None:
+def save_checkpoint(
+    path: Path, model, optimizer, step: int, opts, data, scaler=None, critic=None
+) -> None:
+    """`critic`: the patch critic's state (`Adversary.state_dict`), when it trains."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
              "scaler": scaler.state_dict() if scaler is not None else {},
              "options": json.dumps(asdict(opts)), "digest": opts.digest(),
              "data": data_fingerprint(data), "code": code_fingerprint(),
              "version": __version__, "seed": opts.seed}  # fmt: skip
+    if critic is not None:
+        state["critic"] = critic
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
