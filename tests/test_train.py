@@ -229,7 +229,7 @@ def test_sync_loss_reaches_the_lips_through_in_and_off_sync_pairs(demo_warp):
     from speech2lip.data.batches import to_device
     from speech2lip.models.expert import window_starts
     from speech2lip.models.syncnet import SyncNetColor
-    from speech2lip.train.loop import read_sync_batch, sync_loss, sync_windows
+    from speech2lip.train.sync import read_sync_batch, sync_loss, sync_windows
 
     data = WarpData(demo_warp / "index.json")
     model = Speech2Lip(data.canonical, TINY)
