@@ -26,6 +26,7 @@ from speech2lip.models import (
     render_lattice,
     render_points,
 )
+from speech2lip.models.convlips import ConvLips
 from speech2lip.models.lips import crop_uv
 from speech2lip.models.shape import ShapeRegressor
 
@@ -114,9 +115,13 @@ class Speech2Lip(nn.Module):
         windows = 2 * sizes.audio_radius + 1
         n_audio = windows * sum(rows) * 16
         self.shape = ShapeRegressor(n_audio, self.shape_dim) if self.shape_dim else None
-        self.lips = ImplicitLips(sizes.audio_dim + self.shape_dim, sizes.uv_freqs,
-                                 sizes.time_freqs, sizes.lips_width, sizes.lips_layers,
-                                 sizes.lips_skip, int(sizes.lips_grid or 0))  # fmt: skip
+        self.conv_lips = sizes.lips_decoder == "conv"
+        if self.conv_lips:  # the whole crop at once (`ConvLips`)
+            self.lips = ConvLips(sizes.audio_dim + self.shape_dim, lh, lw)
+        else:
+            self.lips = ImplicitLips(sizes.audio_dim + self.shape_dim, sizes.uv_freqs,
+                                     sizes.time_freqs, sizes.lips_width, sizes.lips_layers,
+                                     sizes.lips_skip, int(sizes.lips_grid or 0))  # fmt: skip
         self.depth = CanonicalDepth(depth[ey : ey + eh, ex : ex + ew])
         self.blend = BlendNet(sizes.blend_channels)
 
@@ -145,9 +150,13 @@ class Speech2Lip(nn.Module):
         self, code: Tensor, time: Tensor | None, random: bool, scale: int = 1
     ) -> Tensor:
         """The lips in the canonical view `(B, 3, lh / scale, lw / scale)` in 0..1 (4-corner
-        sampling; `scale` > 1 draws a coarser grid over the same crop, e.g. for L_s)."""
+        sampling; `scale` > 1 draws a coarser grid over the same crop, e.g. for L_s). The
+        convolutional decoder draws the whole crop (pooled for `scale` > 1) either way."""
         lw, lh = self.lip_box[2] // scale, self.lip_box[3] // scale
         time = time if self.lips.use_time else None
+        if self.conv_lips:
+            lips = self.lips(code)
+            return lips if scale == 1 else F.adaptive_avg_pool2d(lips, (lh, lw))
         if random:
             uv, cell = (self.uv, self.cell) if scale == 1 else crop_uv(lw, lh, code.device)
             uv = uv.unsqueeze(0).expand(code.shape[0], -1, -1)

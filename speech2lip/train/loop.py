@@ -144,9 +144,12 @@ def losses(
     full = b if opts.mouth_frames <= 0 else min(opts.mouth_frames, b)  # frames drawn whole
     critic = adversary is not None and step >= opts.adversarial_start
     n_whole = max(full, min(opts.adversarial_frames, b)) if critic else full
-    drawn = model.canonical_lips(code[:n_whole], batch["time"][:n_whole], random=True)
+    n_drawn = b if model.conv_lips else n_whole  # a convolutional decoder draws every frame
+    drawn = model.canonical_lips(code[:n_drawn], batch["time"][:n_drawn], random=True)
     lips = drawn[:full]
-    if opts.lips_pixels > 0:  # L_m on random pixels of every frame: more frames per step
+    if model.conv_lips:  # L_m on every pixel of every frame
+        out = {"lips": masked_mse(drawn, target, mask)}
+    elif opts.lips_pixels > 0:  # L_m on random pixels of every frame: more frames per step
         n_pix = target.shape[2] * target.shape[3]
         if pixel_prob is None:
             pix = torch.randint(0, n_pix, (b, opts.lips_pixels), device=target.device)
@@ -161,7 +164,7 @@ def losses(
         out = {"lips": masked_mse(lips, target[:full], mask[:full])}
     total = opts.lips_weight * out["lips"]
     if critic:
-        out["adversarial"] = adversary.score(drawn, target, mask, batch.get("lip_shape"))
+        out["adversarial"] = adversary.score(drawn[:n_whole], target, mask, batch.get("lip_shape"))
         total = total + opts.adversarial_weight * out["adversarial"]
     target, mask = target[:full], mask[:full]
     whole = {k: v[:full] for k, v in batch.items() if not k.startswith("sync_")}

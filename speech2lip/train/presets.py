@@ -19,16 +19,16 @@ PRESETS: dict[str, TrainConfig] = {
         preset="demo", steps=1000, batch_frames=16, lips_pixels=1024, mouth_frames=1, lr=2e-3,
         mouth_start=150, sync_weight=0.003, sync_start=350,
         model=ModelSizes(lips_width=64, lips_layers=4, lips_skip=2, uv_freqs=6, time_freqs=0,
-                         lips_grid=0, audio_dim=32, audio_radius=2, blend_channels=(16, 32, 64),
-                         shape_dim=8, features="mel+ppg"),
+                         lips_grid=0, lips_decoder="implicit", audio_dim=32, audio_radius=2,
+                         blend_channels=(16, 32, 64), shape_dim=8, features="mel+ppg"),
     ),
     # The paper's sizes (8 x 256 MLP with a skip, 64-d audio code, 8 neighbouring windows).
     "paper": TrainConfig(
         preset="paper", steps=100_000, batch_frames=8, lips_pixels=0, mouth_frames=0, lr=5e-4,
         mouth_start=20_000, sync_weight=0.003, sync_start=50_000,
         model=ModelSizes(lips_width=256, lips_layers=8, lips_skip=4, uv_freqs=10, time_freqs=4,
-                         lips_grid=0, audio_dim=64, audio_radius=4, blend_channels=(32, 64, 128),
-                         shape_dim=0, features="mel"),
+                         lips_grid=0, lips_decoder="implicit", audio_dim=64, audio_radius=4,
+                         blend_channels=(32, 64, 128), shape_dim=0, features="mel"),
     ),
 }  # fmt: skip
 
