@@ -283,7 +283,7 @@ def train(
     for path in (log_path, *step_logs):
         trim_step_log(path, start)
     pixel_prob = None
-    if opts.lips_pixels > 0 and opts.lips_focus > 0:
+    if opts.lips_pixels > 0 and opts.lips_focus > 0 and not model.conv_lips:
         pixel_prob = torch.as_tensor(lips_pixel_prob(data, train_ids, opts.lips_focus),
                                      device=device)  # fmt: skip
     if opts.compile:  # in place: the state dict keeps its keys
