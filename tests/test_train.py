@@ -56,21 +56,29 @@ def test_batches_are_a_function_of_seed_and_step():
     assert not np.array_equal(batch_ids(ids, 0, 5, 4), batch_ids(ids, 0, 6, 4))
 
 
-def test_resume_continues_bit_for_bit(demo_warp, tmp_path):
-    data = WarpData(demo_warp / "index.json")
-    sub = dict(lips_pixels=64, mouth_frames=2)  # random pixels for L_m, 2 whole frames for L_w
-    straight, _ = train(data, tmp_path / "a", options(**sub), resume="no")
+def resumes_bit_for_bit(data, tmp_path, opts, workers: int = 0):
+    """Train `opts` straight through (in `tmp_path/a`) and killed after the checkpoint of step
+    3, then resumed (in `tmp_path/b`); assert both end with the same weights. Returns the
+    straight run's model."""
+    straight, _ = train(data, tmp_path / "a", opts, resume="no")
 
     def interrupt(step, history, model):
         if step == 4:  # killed after the checkpoint of step 3
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(data, tmp_path / "b", options(**sub), resume="no", on_step=interrupt)
-    resumed, _ = train(data, tmp_path / "b", options(**sub), resume="yes", workers=1)
+        train(data, tmp_path / "b", opts, resume="no", on_step=interrupt)
+    resumed, _ = train(data, tmp_path / "b", opts, resume="yes", workers=workers)
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(),
                             strict=True):  # fmt: skip
         assert torch.equal(a, b), name
+    return straight
+
+
+def test_resume_continues_bit_for_bit(demo_warp, tmp_path):
+    data = WarpData(demo_warp / "index.json")
+    sub = dict(lips_pixels=64, mouth_frames=2)  # random pixels for L_m, 2 whole frames for L_w
+    resumes_bit_for_bit(data, tmp_path, options(**sub), workers=1)
     with open(tmp_path / "b/train_log.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == [2, 4, 6]  # the log continues, without repeats
