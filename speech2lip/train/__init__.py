@@ -52,7 +52,9 @@ def loss_curve(path: Path, log_csv: Path, heldout_csv: Path, static: float) -> N
         rows = list(csv.DictReader(f))
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     steps = [int(r["step"]) for r in rows]
-    for key in ("total", "lips", "perceptual", "depth", "mouth", "mouth_perceptual", "sync"):
+    losses = ("total", "lips", "perceptual", "depth", "mouth", "mouth_perceptual", "sync",
+              "adversarial", "critic")  # fmt: skip
+    for key in losses:
         values = [float(r[key]) if r.get(key) else np.nan for r in rows]
         if not all(np.isnan(values)):
             a.plot(steps, values, label=key)
