@@ -19,7 +19,9 @@ class Adversary:
     `cond_dim`: the lip-shape codes the critic sees beside each crop (0: none)."""
 
     def __init__(self, device: str | torch.device = "cpu", cond_dim: int = 0) -> None:
-        self.critic = PatchCritic(cond_dim=cond_dim).to(device)
+        # frozen except in its own step: the lip model's backward pass through it then
+        # computes no gradients for its weights (they would be thrown away)
+        self.critic = PatchCritic(cond_dim=cond_dim).to(device).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.critic.parameters(), lr=CRITIC_LR,
                                           betas=CRITIC_BETAS)  # fmt: skip
         self.pending: tuple | None = None
@@ -50,6 +52,7 @@ class Adversary:
         real, fake, real_cond, fake_cond = (None if t is None else t.float() for t in self.pending)
         self.pending = None
         self.optimizer.zero_grad(set_to_none=True)
+        self.critic.requires_grad_(True)
         with torch.autocast(real.device.type, enabled=False):
             mismatched = None
             if self.critic.cond_dim and len(real) > 1:  # each real crop with another's codes
@@ -58,6 +61,7 @@ class Adversary:
                                mismatched)  # fmt: skip
         loss.backward()
         self.optimizer.step()
+        self.critic.requires_grad_(False)
         return float(loss.detach())
 
     def state_dict(self) -> dict:
