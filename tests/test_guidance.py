@@ -108,6 +108,39 @@ def test_calibration_opens_the_predicted_mouth_as_wide_as_the_real_one():
     assert basis.opening(wide["cv"]).min() >= basis.opening(closed).mean() - 3  # not past shut
 
 
+def test_calibration_does_not_scale_up_codes_that_miss_the_opening(caplog):
+    """Where the audio predicts only a lip motion that leaves the opening as it is (here the
+    corners spreading), matching the opening's spread would need an unbounded gain: the gain
+    stays 1 and the log says why; a skilled opening's gain is capped at `MAX_GAIN`."""
+    from speech2lip.train.guidance import MAX_GAIN, calibrate
+
+    points, opening = talking_face(300, seed=7)
+    rng = np.random.default_rng(8)
+    spread = rng.uniform(0, 3, 300)
+    for i, p in enumerate(points):  # the mouth corners move apart, the opening stays
+        centre = p[[48, 54]].mean(axis=0)
+        axis = (p[54] - p[48]) / np.linalg.norm(p[54] - p[48])
+        for j, side in ((48, -1), (54, 1), (60, -1), (64, 1)):
+            p[j] = p[j] + side * spread[i] * axis
+        assert np.allclose(p[[48, 54]].mean(axis=0), centre)
+    basis = LipShapeBasis.fit(points, points[0], k=2)
+    codes = basis.encode(points)
+    heard = spread[:, None] + rng.normal(scale=1.0, size=(300, 6))  # hears the corners only
+    fitted = fit_ridge(heard, codes, ridge=1.0)
+    assert skilled(fitted).any()
+    with caplog.at_level("WARNING"):
+        got = calibrate(fitted, basis, codes, centre=0.5)
+    assert set(got["gain"]) <= {0.0, 1.0} and 1.0 in got["gain"]
+    assert "does not predict this clip's mouth opening" in caplog.text
+    faint = opening[:, None] + rng.normal(scale=5.0, size=(300, 6))  # a real cue
+    weak = fit_ridge(faint, codes, ridge=1.0)
+    weak["cv"] = weak["bias"] + 0.05 * (weak["cv"] - weak["bias"])  # shrunk 20-fold
+    real = basis.opening(codes)
+    assert np.corrcoef(basis.opening(weak["cv"]), real)[0, 1] > 0.5
+    assert basis.opening(weak["cv"]).std() < real.std() / (2 * MAX_GAIN)  # needs > MAX_GAIN
+    assert calibrate(weak, basis, codes, centre=0.5)["gain"].max() == MAX_GAIN
+
+
 def test_calibration_centre_sets_how_open_the_mouth_is_on_average():
     """About the mean shape (0) the predicted opening averages the real one; about the closed
     mouth (1) every prediction opens wider, the closed ones stay; 0.5 lies between."""
