@@ -213,6 +213,7 @@ def test_guided_training_fits_the_regressor_and_rebuilds_from_model_pt(demo_warp
     summary = json.loads((tmp_path / "train.json").read_text())["lip_shape_guidance"]
     assert summary["cv_opening_r"] == pytest.approx(want[0, 1])
     assert len(summary["cv_r_per_code"]) == 3
+    assert summary["gain"] == pytest.approx(float(np.max(fitted["gain"])))  # as calibrated
 
 
 def test_below_the_mean_mouth_is_a_warning_only_without_guidance(caplog):

@@ -276,9 +276,11 @@ def train(
     if model.shape is not None:
         shapes, fitted = lip_shapes(data, train_ids, opts, wav)
         model.shape.load(fitted)
+        gain = float(np.max(fitted["gain"])) if "gain" in fitted else None  # calibrated
         model.guidance = {"cv_opening_r": fitted["cv_opening_r"],  # for train.json
                           "cv_r_per_code": [None if not np.isfinite(v) else float(v)
-                                            for v in fitted["cv_r"]]}  # fmt: skip
+                                            for v in fitted["cv_r"]],
+                          "gain": gain}  # fmt: skip
     log_path = out_dir / "train_log.csv"
     for path in (log_path, *step_logs):
         trim_step_log(path, start)
