@@ -3,6 +3,7 @@ rule evaluate:
     input:
         model="results/{subject}/train/model.pt",
         loss_curve="results/{subject}/train/loss_curve.png",
+        train_summary="results/{subject}/train/train.json",
         index="results/{subject}/warp/index.json",
         shards="results/{subject}/warp/shards",
         frames="results/{subject}/resample/frames.mkv",
@@ -34,6 +35,7 @@ rule evaluate:
         "python -m speech2lip evaluate --model {input.model:q} --index {input.index:q}"
         " --frames {input.frames:q} --meta {input.meta:q} --audio {input.audio:q}"
         " --video {input.video:q} --figures {input.figures:q} --expert {input.expert:q}"
-        " --loss-curve {input.loss_curve:q} --out-dir {params.out_dir:q}"
+        " --loss-curve {input.loss_curve:q} --train-summary {input.train_summary:q}"
+        " --out-dir {params.out_dir:q}"
         " --driven {input.driven:q} --source {input.source:q} --params {params.cfg:q}"
         " --threads {threads} > {log:q} 2>&1"

@@ -213,6 +213,8 @@ STAGES: dict[str, tuple[str, str, list[tuple[str, str, bool]]]] = {
          ("figures", "render's figures of VIDEO (video.json) [default: VIDEO with .json]", False),
          ("expert", "sync_expert/expert.pt (the sync proxy)", True),
          ("loss_curve", "train/loss_curve.png, for the report", False),
+         ("train_summary", "train/train.json: what the audio predicts of the mouth, for the "
+          "report", False),
          ("out_dir", "output folder, e.g. results/<subject>/evaluate", True),
          ("driven", "driven videos to measure too", False),
          ("source", "the original video (for the baselines' paste-back)", False)],

@@ -75,8 +75,10 @@ def test_evaluate_writes_metrics_baselines_and_a_report(
                   figures=rendered.with_suffix(".json"), expert=tmp_path / "no_expert/expert.pt",
                   loss_curve=demo_model.parent / "loss_curve.png", out_dir=tmp_path / "ev",
                   cfg=EvaluateConfig(strip_frames=3), driven=[str(driven)],
-                  device="cpu")  # fmt: skip
+                  train_summary=demo_model.parent / "train.json", device="cpu")  # fmt: skip
     saved = json.loads((tmp_path / "ev/metrics.json").read_text())
+    assert saved["guidance_note"].startswith("what the audio tells")  # from train.json
+    assert "what the audio tells" in (tmp_path / "ev/report.html").read_text()
     row = saved["driven"]["own_voice"]  # the driven mouth's spread against the ground truth's
     rendered_frames = json.loads(driven.with_suffix(".json").read_text())["frames"]
     assert row["frames"] == rendered_frames and 0 < row["opening_amplitude"] < 5
@@ -168,3 +170,21 @@ def test_gap_lines_say_whether_the_test_split_tells_ours_from_a_baseline():
     ]
     methods["nearest_audio"][gap] = None  # too few frames: nothing said
     assert len(gap_lines(methods)) == 1
+
+
+def test_the_report_says_what_the_audio_predicts_of_the_mouth(tmp_path):
+    from speech2lip.evaluate.report import guidance_note
+
+    path = tmp_path / "train.json"
+    assert guidance_note(None) is None and guidance_note(path) is None  # no summary: no line
+
+    def note(guidance):
+        path.write_text(json.dumps({"lip_shape_guidance": guidance}))
+        return guidance_note(path)
+
+    good = note({"cv_opening_r": 0.64, "cv_r_per_code": [0.5], "gain": 1.46})
+    assert "r = 0.64" in good and "scaled by 1.46" in good
+    weak = note({"cv_opening_r": 0.01, "cv_r_per_code": [0.4], "gain": 1.0})
+    assert "r = 0.01" in weak and "only a little" in weak and "longer clip" in weak
+    assert "scaled by" not in note({"cv_opening_r": 0.5, "cv_r_per_code": [0.5]})  # older
+    assert "off" in note(None)  # the paper's model: no guidance

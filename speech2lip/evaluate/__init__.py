@@ -327,6 +327,7 @@ def run(
     cfg: EvaluateConfig,
     figures=None,
     loss_curve=None,
+    train_summary=None,
     driven: list[str] | tuple = (),
     source: str | None = None,
     threads: int = 1,
@@ -334,7 +335,8 @@ def run(
 ) -> dict:
     """Measure ours (`video`, with render's `figures`, default `<video stem>.json`), the ground
     truth and the baselines on the test split, and the `driven` videos; write `metrics.json`
-    and `report.html` into `out_dir` (with `loss_curve`, training's plot, when given)."""
+    and `report.html` into `out_dir` (with `loss_curve`, training's plot, and
+    `train_summary`, its train.json, when given)."""
     import torch
 
     from speech2lip.evaluate import report
@@ -371,7 +373,9 @@ def run(
         "opening_r_gaps": report.gap_lines(methods),
         "cross_voice": voices.cross_voice(methods, cfg.pitch_shifts),
         "driven": voices.measure_driven(ev, driven, own_expert, ev.train_spread()),
-        **notes(cfg, own_expert, expert_state), "rendered_pasted_back": pasted, "seconds": None,
+        **notes(cfg, own_expert, expert_state),
+        "guidance_note": report.guidance_note(train_summary),
+        "rendered_pasted_back": pasted, "seconds": None,
     }  # fmt: skip
     for line in summary["verdicts"]:
         (log.info if line.startswith("speech2lip beats") else log.warning)("evaluate: %s", line)

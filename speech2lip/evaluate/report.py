@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -157,6 +158,29 @@ def gap_lines(methods: dict) -> list[str]:
     return lines
 
 
+def guidance_note(train_summary) -> str | None:
+    """What the audio predicts of this subject's mouth, from training's summary (`train.json`):
+    the cross-validated opening r of the lip-shape regression and the gain it was given."""
+    from speech2lip.train.guidance import MIN_OPENING_SKILL
+
+    path = Path(train_summary) if train_summary else None
+    if path is None or not path.is_file():
+        return None
+    guidance = json.loads(path.read_text()).get("lip_shape_guidance")
+    if not guidance:
+        return "lip-shape guidance: off (the lips follow the audio code alone, the paper's model)"
+    r, gain = guidance.get("cv_opening_r"), guidance.get("gain")
+    told = "n/a" if r is None else f"{r:.2f}"
+    text = ("what the audio tells: over the train frames, the inner-lip opening predicted from "
+            f"the audio alone (cross-validated) follows the real one at r = {told}")  # fmt: skip
+    if gain is None:
+        return text
+    if gain == 1.0 and (r is None or r < MIN_OPENING_SKILL):
+        return (text + "; too little to scale up (lip-shape gain 1), so the mouth follows new "
+                "speech only a little: a longer clip of the subject talking helps")  # fmt: skip
+    return text + f"; the predicted lip shapes are scaled by {gain:.2f} to swing as widely"
+
+
 def write_html(path: Path, summary: dict, pictures: dict[str, bytes]) -> None:
     from speech2lip.evaluate.voices import denoise_lines, driver_lines
     from speech2lip.evaluate.voices import lines as cross_voice_lines
@@ -178,6 +202,7 @@ def write_html(path: Path, summary: dict, pictures: dict[str, bytes]) -> None:
         parts.append("<ul>" + "".join(f"<li>{html.escape(t)}</li>"
                                       for t in summary["opening_r_gaps"]) + "</ul>")  # fmt: skip
     notes = [summary["sync_note"], summary["proxy_note"], summary["landmarks_note"],
+             *([summary["guidance_note"]] if summary.get("guidance_note") else []),
              "CPBD: sharpness of the greyscale mouth box (Narvekar & Karam 2011), higher is "
              "sharper; the ground truth's value is the reference (not compared in the "
              "verdicts: sharper than the ground truth is not better)."]  # fmt: skip
