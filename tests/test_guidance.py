@@ -112,7 +112,8 @@ def test_calibration_does_not_scale_up_codes_that_miss_the_opening(caplog):
     """Where the audio predicts only a lip motion that leaves the opening as it is (here the
     corners spreading), matching the opening's spread would need an unbounded gain: the gain
     stays 1 and the log says why; a skilled opening's gain is capped at `MAX_GAIN`."""
-    from speech2lip.train.guidance import MAX_GAIN, calibrate
+    from speech2lip.models.shape import MAX_GAIN
+    from speech2lip.train.guidance import calibrate
 
     points, opening = talking_face(300, seed=7)
     rng = np.random.default_rng(8)

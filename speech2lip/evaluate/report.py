@@ -161,7 +161,7 @@ def gap_lines(methods: dict) -> list[str]:
 def guidance_note(train_summary) -> str | None:
     """What the audio predicts of this subject's mouth, from training's summary (`train.json`):
     the cross-validated opening r of the lip-shape regression and the gain it was given."""
-    from speech2lip.train.guidance import MIN_OPENING_SKILL
+    from speech2lip.models.shape import MIN_OPENING_SKILL
 
     path = Path(train_summary) if train_summary else None
     if path is None or not path.is_file():

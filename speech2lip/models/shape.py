@@ -33,6 +33,13 @@ MAX_ANCHORS = 2000  # train frames that carry the kernel (evenly spread when the
 SVD_ROWS = 2000  # rows (evenly spread) the principal components are found from: the SVD's
 # cost grows with the square of the rows (6810 rows, a minute heard in five voices: minutes)
 MIN_SKILL = 0.1  # cross-validated r below which a code is predicted as its train mean
+# The calibration's gain (`speech2lip.train.guidance.calibrate`): applied only where the
+# cross-validated predicted opening follows the real one at least this well (an 8 s clip,
+# hdtf, 180 train frames: r 0.01, and a gain of 3.3 on two weakly predicted codes drew doubled
+# and vanishing lips) ...
+MIN_OPENING_SKILL = 0.3
+# ... and never above this (the real clips' gains: 1.2-1.5; a spread matched by 1 / r).
+MAX_GAIN = 2.0
 
 
 def _kernel(a: np.ndarray, b: np.ndarray, n_features: int) -> np.ndarray:

@@ -20,16 +20,15 @@ from speech2lip.data.batches import (
 from speech2lip.data.shards import WarpData
 from speech2lip.geometry.lipshape import LipShapeBasis
 from speech2lip.media import pitch_shift
-from speech2lip.models.shape import fit_ridge, skilled, with_gains
+from speech2lip.models.shape import (
+    MAX_GAIN,
+    MIN_OPENING_SKILL,
+    fit_ridge,
+    skilled,
+    with_gains,
+)
 
 log = logging.getLogger(__name__)
-
-# The calibration's gain (below): applied only where the cross-validated predicted opening
-# follows the real one at least this well (an 8 s clip, hdtf, 180 train frames: r 0.01, and
-# a gain of 3.3 on two weakly predicted codes drew doubled and vanishing lips) ...
-MIN_OPENING_SKILL = 0.3
-# ... and never above this (the real clips' gains: 1.2-1.5; a spread matched by 1 / r).
-MAX_GAIN = 2.0
 
 
 def lip_shapes(
