@@ -186,5 +186,6 @@ def test_the_report_says_what_the_audio_predicts_of_the_mouth(tmp_path):
     assert "r = 0.64" in good and "scaled by 1.46" in good
     weak = note({"cv_opening_r": 0.01, "cv_r_per_code": [0.4], "gain": 1.0})
     assert "r = 0.01" in weak and "only a little" in weak and "longer clip" in weak
+    assert "mean shape" in note({"cv_opening_r": None, "cv_r_per_code": [0.0], "gain": 0.0})
     assert "scaled by" not in note({"cv_opening_r": 0.5, "cv_r_per_code": [0.5]})  # older
     assert "off" in note(None)  # the paper's model: no guidance

@@ -160,9 +160,8 @@ def gap_lines(methods: dict) -> list[str]:
 
 def guidance_note(train_summary) -> str | None:
     """What the audio predicts of this subject's mouth, from training's summary (`train.json`):
-    the cross-validated opening r of the lip-shape regression and the gain it was given."""
-    from speech2lip.models.shape import MIN_OPENING_SKILL
-
+    the cross-validated opening r of the lip-shape regression and the gain it was given (1:
+    the audio predicted the opening too weakly to scale up; 0: it predicted no code at all)."""
     path = Path(train_summary) if train_summary else None
     if path is None or not path.is_file():
         return None
@@ -173,9 +172,11 @@ def guidance_note(train_summary) -> str | None:
     told = "n/a" if r is None else f"{r:.2f}"
     text = ("what the audio tells: over the train frames, the inner-lip opening predicted from "
             f"the audio alone (cross-validated) follows the real one at r = {told}")  # fmt: skip
-    if gain is None:
+    if gain is None:  # not calibrated (train.shape_calibrate: false), or an older train.json
         return text
-    if gain == 1.0 and (r is None or r < MIN_OPENING_SKILL):
+    if gain == 0.0:
+        return text + "; no lip shape is predicted at all, so the lips keep their mean shape"
+    if gain == 1.0:
         return (text + "; too little to scale up (lip-shape gain 1), so the mouth follows new "
                 "speech only a little: a longer clip of the subject talking helps")  # fmt: skip
     return text + f"; the predicted lip shapes are scaled by {gain:.2f} to swing as widely"
