@@ -173,6 +173,7 @@ def test_gap_lines_say_whether_the_test_split_tells_ours_from_a_baseline():
 
 
 def test_the_report_says_what_the_audio_predicts_of_the_mouth(tmp_path):
+    from speech2lip.errors import Speech2LipError
     from speech2lip.evaluate.report import guidance_note
 
     path = tmp_path / "train.json"
@@ -189,3 +190,9 @@ def test_the_report_says_what_the_audio_predicts_of_the_mouth(tmp_path):
     assert "mean shape" in note({"cv_opening_r": None, "cv_r_per_code": [0.0], "gain": 0.0})
     assert "scaled by" not in note({"cv_opening_r": 0.5, "cv_r_per_code": [0.5]})  # older
     assert "off" in note(None)  # the paper's model: no guidance
+    path.write_text('{"lip_shape_guidance": ')  # cut short: one line naming the file
+    with pytest.raises(Speech2LipError, match="train.json: not a readable train summary"):
+        guidance_note(path)
+    path.write_text("[1, 2]")  # valid JSON, not a summary
+    with pytest.raises(Speech2LipError, match="run the train stage again"):
+        guidance_note(path)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from speech2lip.atomic import atomic_path
+from speech2lip.errors import Speech2LipError
 from speech2lip.media import FPS
 
 COLUMNS = [  # key, header, format, better
@@ -165,7 +166,11 @@ def guidance_note(train_summary) -> str | None:
     path = Path(train_summary) if train_summary else None
     if path is None or not path.is_file():
         return None
-    guidance = json.loads(path.read_text()).get("lip_shape_guidance")
+    try:
+        guidance = json.loads(path.read_text()).get("lip_shape_guidance")
+    except (ValueError, AttributeError) as exc:
+        raise Speech2LipError(f"{path}: not a readable train summary ({exc}); run the train "
+                              "stage again to rewrite it") from None  # fmt: skip
     if not guidance:
         return "lip-shape guidance: off (the lips follow the audio code alone, the paper's model)"
     r, gain = guidance.get("cv_opening_r"), guidance.get("gain")
