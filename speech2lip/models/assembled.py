@@ -28,6 +28,7 @@ from speech2lip.models import (
 )
 from speech2lip.models.convlips import ConvLips
 from speech2lip.models.lips import crop_uv
+from speech2lip.models.seam import fit_colour, soft_edge
 from speech2lip.models.shape import ShapeRegressor
 
 # What the audio encoder multiplies each part of its input by: mel in -4..4, phones in 0..1.
@@ -123,6 +124,7 @@ class Speech2Lip(nn.Module):
                                      sizes.time_freqs, sizes.lips_width, sizes.lips_layers,
                                      sizes.lips_skip, int(sizes.lips_grid or 0))  # fmt: skip
         self.depth = CanonicalDepth(depth[ey : ey + eh, ex : ex + ew])
+        self.paste_fit = bool(sizes.paste_fit)  # the paste's colours and edge fitted to the frame
         self.blend = BlendNet(sizes.blend_channels)
 
     # ------------------------------------------------------------------ pieces
@@ -225,8 +227,11 @@ class Speech2Lip(nn.Module):
         edge = torch.minimum(
             (1 - grid[..., 0].abs()) * (lw / 2), (1 - grid[..., 1].abs()) * (lh / 2)
         )
-        mask = (valid.to(lips.dtype) * (edge / FEATHER_PX).clamp(0, 1).to(lips.dtype))[:, None]
+        weight = soft_edge(valid) if self.paste_fit else valid
+        mask = (weight.to(lips.dtype) * (edge / FEATHER_PX).clamp(0, 1).to(lips.dtype))[:, None]
         pasted = F.grid_sample(lips, grid.to(lips.dtype), align_corners=False)
+        if self.paste_fit:
+            pasted = fit_colour(pasted, mouth, mask)
         pasted = pasted * mask + mouth * (1 - mask)
         return (pasted, mask) if with_mask else pasted
 
