@@ -12,7 +12,7 @@ A pitch shift with the tempo kept (`evaluate.pitch_shifts`, semitones; ffmpeg's 
 the formants move too, as with another speaker) changes who seems to speak but not when or what:
 the ground truth's lips still hold frame by frame. Each shifted row is rendered as `render`
 renders driving audio (same renderer settings, the level matched to the subject's, the same
-rest mouth in silent spans), so the
+rest mouth in silent spans, the lip shapes' spread matched to the own voice's), so the
 loss of LMD and of opening correlation against ours measures how much the model leans on the
 voice rather than on what is said.
 """
@@ -53,12 +53,15 @@ def render_pitch_shifted(ev, test_wav: np.ndarray, audio, source, out_dir: Path)
         windows = voice.heard(heard, prob, ev.model.sizes.features, what, cfg)
         if cfg.silence:
             voice.rest_in_silence(renderer, prob, cfg)
+        if cfg.match_spread:
+            voice.match_spread(renderer, windows, prob, what)
         try:
             path = out_dir / f"{name}.mp4"
             stream_video(renderer, windows, test, shifted, path, ev.frames_path, ev.meta, source,
                          desc=name)  # fmt: skip
         finally:
             renderer.clear_rest()
+            renderer.shape_gain = 1.0
         videos[name] = path
     return videos
 
