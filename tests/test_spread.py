@@ -129,3 +129,22 @@ def test_a_driven_render_records_and_applies_the_gain(demo_model, demo_geometry,
     a = np.stack(list(read_frames(tmp_path / "on.mp4", *size)))
     b = np.stack(list(read_frames(tmp_path / "off.mp4", *size)))
     assert np.abs(a.astype(int) - b).mean() > 0.05
+
+
+def test_the_report_says_what_gain_each_driven_video_got():
+    from speech2lip.evaluate.voices import spread_lines
+
+    driven = {
+        "french": {"lip_shape_spread": {"gain": 1.42, "own_px": 1.7, "driving_px": 1.2,
+                                        "speech_frames": 300, "reason": None}},
+        "short": {"lip_shape_spread": {"gain": 1.0, "own_px": 1.7, "driving_px": None,
+                                       "speech_frames": 20,
+                                       "reason": "under 50 speech frames"}},
+        "off": {"lip_shape_spread": None},
+    }  # fmt: skip
+    lines = spread_lines(driven)
+    assert lines == [
+        "french: lip-shape gain 1.42 (the opening predicted from its 300 speech frames spread "
+        "1.20 px, from the subject's own speech 1.70 px)",
+        "short: lip shapes as predicted (under 50 speech frames)",
+    ]

@@ -110,6 +110,22 @@ def denoise_lines(driven: dict) -> list[str]:
     return out
 
 
+def spread_lines(driven: dict) -> list[str]:
+    """The lip-shape gain `render.match_spread` gave each driven video, in words."""
+    out = []
+    for name, row in driven.items():
+        done = row.get("lip_shape_spread") or {}
+        if "gain" not in done:
+            continue
+        if done.get("reason"):
+            out.append(f"{name}: lip shapes as predicted ({done['reason']})")
+            continue
+        out.append(f"{name}: lip-shape gain {done['gain']:.2f} (the opening predicted from its "
+                   f"{done['speech_frames']} speech frames spread {done['driving_px']:.2f} px, "
+                   f"from the subject's own speech {done['own_px']:.2f} px)")  # fmt: skip
+    return out
+
+
 MIN_DRIVER_FACES = 0.5  # share of a driving video's frames with a face, to measure against it
 DRIVER_LONG_SIDE = 960  # the driving video is measured at most this large (pixels)
 
@@ -195,6 +211,7 @@ def measure_driven(ev, driven, expert, spread: float | None = None) -> dict:
                         ev.face_boxes(bg), ev.cfg.landmarks, ev.cfg.cpbd_edges)  # fmt: skip
         rows[path.stem] = ev.summary_of(track, None, expert, frame_mel_windows(wav, n), wav)
         rows[path.stem]["denoise"] = stats.get("denoise")  # what render heard (None: unknown)
+        rows[path.stem]["lip_shape_spread"] = stats.get("lip_shape_spread")  # match_spread's
         opening = np.asarray(track.opening, np.float64)
         if spread and np.isfinite(opening).sum() > 1:
             rows[path.stem]["opening_amplitude"] = float(np.nanstd(opening) / spread)
