@@ -53,8 +53,7 @@ def speech_and_backgrounds(data, audio, driving, start_frame: int):
 def heard(data, audio, wav, driving, cfg: RenderConfig, features: str):
     """What the model hears: (the output frames' audio windows, the subject's voice, the
     output frames' speech probability, what noise suppression did), the voice and
-    probability None when neither `render.silence` nor matching the subject's level or
-    spread needs them. The test
+    probability None when neither `render.silence` nor level matching needs them. The test
     split's windows come from the warp shards (its own voice); driving audio's are computed
     here once, denoised with `render.denoise` and brought to the subject's level with
     `render.match_level` (for the features only: the video keeps the audio as it is). The
@@ -63,7 +62,7 @@ def heard(data, audio, wav, driving, cfg: RenderConfig, features: str):
     from speech2lip.data.voice import speech_probability
 
     n = len(wav) // SAMPLES_PER_FRAME
-    matching = driving is not None and (cfg.match_level or cfg.match_spread)
+    matching = driving is not None and cfg.match_level
     voice = SubjectVoice(data, audio) if cfg.silence or matching else None
     if driving is None:
         prob = speech_probability(wav, n) if voice is not None else None
@@ -117,16 +116,13 @@ def run(
         pose = PoseControl(net, offsets, data.canonical["canonical_pose"])
     renderer = Renderer(net, data, cfg, dev)
     silent = voice.rest_in_silence(renderer, prob, cfg) if cfg.silence else None
-    spread = None
-    if driving is not None and cfg.match_spread:
-        spread = voice.match_spread(renderer, mel, prob, what)
     stats = stream_video(renderer, mel, background, wav, video, Path(frames), clip,
                          source, pose)  # fmt: skip
     stats.update({"audio": str(driving) if driving else "test split", "device": dev,
                   "config": dataclasses.asdict(cfg), "start_frame": cfg.start_frame,
                   "pose_control": pose is not None,
                   "silent_frames": None if silent is None else int(silent.sum()),
-                  "denoise": noise, "lip_shape_spread": spread,
+                  "denoise": noise,
                   "resting_frames": None if silent is None else 0
                   if renderer.rest_weight is None else int((renderer.rest_weight > 0).sum()),
                   "background": "test split frames" if driving is None else

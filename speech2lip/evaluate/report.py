@@ -188,7 +188,7 @@ def guidance_note(train_summary) -> str | None:
 
 
 def write_html(path: Path, summary: dict, pictures: dict[str, bytes]) -> None:
-    from speech2lip.evaluate.voices import denoise_lines, driver_lines, spread_lines
+    from speech2lip.evaluate.voices import denoise_lines, driver_lines
     from speech2lip.evaluate.voices import lines as cross_voice_lines
 
     """`report.html`: the metric table, verdicts, plots, strips and the loss curves."""
@@ -226,8 +226,7 @@ def write_html(path: Path, summary: dict, pictures: dict[str, bytes]) -> None:
     if summary.get("driven"):
         parts.append("<h2>Driven by other audio (no ground truth)</h2>")
         parts.append(table(summary["driven"]))
-        heard = (driver_lines(summary["driven"]) + denoise_lines(summary["driven"])
-                 + spread_lines(summary["driven"]))  # fmt: skip
+        heard = driver_lines(summary["driven"]) + denoise_lines(summary["driven"])
         if heard:
             parts.append("<ul>" + "".join(f"<li>{html.escape(t)}</li>" for t in heard) + "</ul>")
     parts.append(f"<p><small>speech2lip {html.escape(summary['version'])}; "

@@ -12,7 +12,7 @@ A pitch shift with the tempo kept (`evaluate.pitch_shifts`, semitones; ffmpeg's 
 the formants move too, as with another speaker) changes who seems to speak but not when or what:
 the ground truth's lips still hold frame by frame. Each shifted row is rendered as `render`
 renders driving audio (same renderer settings, the level matched to the subject's, the same
-rest mouth in silent spans, the lip shapes' spread matched to the own voice's), so the
+rest mouth in silent spans), so the
 loss of LMD and of opening correlation against ours measures how much the model leans on the
 voice rather than on what is said.
 """
@@ -53,15 +53,12 @@ def render_pitch_shifted(ev, test_wav: np.ndarray, audio, source, out_dir: Path)
         windows = voice.heard(heard, prob, ev.model.sizes.features, what, cfg)
         if cfg.silence:
             voice.rest_in_silence(renderer, prob, cfg)
-        if cfg.match_spread:
-            voice.match_spread(renderer, windows, prob, what)
         try:
             path = out_dir / f"{name}.mp4"
             stream_video(renderer, windows, test, shifted, path, ev.frames_path, ev.meta, source,
                          desc=name)  # fmt: skip
         finally:
             renderer.clear_rest()
-            renderer.shape_gain = 1.0
         videos[name] = path
     return videos
 
@@ -107,22 +104,6 @@ def denoise_lines(driven: dict) -> list[str]:
             continue
         what = "denoised for the features" if done.get("denoised") else "heard as given"
         out.append(f"{name}: speech SNR about {snr:.1f} dB (DeepFilterNet's estimate), {what}")
-    return out
-
-
-def spread_lines(driven: dict) -> list[str]:
-    """The lip-shape gain `render.match_spread` gave each driven video, in words."""
-    out = []
-    for name, row in driven.items():
-        done = row.get("lip_shape_spread") or {}
-        if "gain" not in done:
-            continue
-        if done.get("reason"):
-            out.append(f"{name}: lip shapes as predicted ({done['reason']})")
-            continue
-        out.append(f"{name}: lip-shape gain {done['gain']:.2f} (the opening predicted from its "
-                   f"{done['speech_frames']} speech frames spread {done['driving_px']:.2f} px, "
-                   f"from the subject's own speech {done['own_px']:.2f} px)")  # fmt: skip
     return out
 
 
@@ -211,7 +192,6 @@ def measure_driven(ev, driven, expert, spread: float | None = None) -> dict:
                         ev.face_boxes(bg), ev.cfg.landmarks, ev.cfg.cpbd_edges)  # fmt: skip
         rows[path.stem] = ev.summary_of(track, None, expert, frame_mel_windows(wav, n), wav)
         rows[path.stem]["denoise"] = stats.get("denoise")  # what render heard (None: unknown)
-        rows[path.stem]["lip_shape_spread"] = stats.get("lip_shape_spread")  # match_spread's
         opening = np.asarray(track.opening, np.float64)
         if spread and np.isfinite(opening).sum() > 1:
             rows[path.stem]["opening_amplitude"] = float(np.nanstd(opening) / spread)

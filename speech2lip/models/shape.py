@@ -40,8 +40,6 @@ MIN_SKILL = 0.1  # cross-validated r below which a code is predicted as its trai
 MIN_OPENING_SKILL = 0.3
 # ... and never above this (the real clips' gains: 1.2-1.5; a spread matched by 1 / r).
 MAX_GAIN = 2.0
-# `render.match_spread`: speech frames (2 s) below which an opening's spread is not measured
-MIN_SPEECH_FRAMES = 50
 
 
 def _kernel(a: np.ndarray, b: np.ndarray, n_features: int) -> np.ndarray:
@@ -159,16 +157,10 @@ class ShapeRegressor(nn.Module):
         self.register_buffer("anchors", torch.zeros(1, c))
         self.register_buffer("weight", torch.zeros(1, k))
         self.register_buffer("bias", torch.zeros(k))
-        # The spread (std, reference-frame px) of the inner-lip opening predicted from the
-        # subject's own speech (cross-validated, train frames): what another voice's predicted
-        # opening is brought to when rendering (`render.match_spread`); 0: not measured.
-        self.register_buffer("spread", torch.zeros(()))
 
     def load(self, fitted: dict[str, np.ndarray]) -> None:
         """Take a `fit_ridge` result (its anchor count may differ from the current one)."""
-        for name in ("mean", "std", "projection", "anchors", "weight", "bias", "spread"):
-            if name not in fitted:
-                continue
+        for name in ("mean", "std", "projection", "anchors", "weight", "bias"):
             value = torch.as_tensor(np.asarray(fitted[name]), dtype=torch.float32)
             setattr(self, name, value.to(getattr(self, name).device))
 
@@ -176,7 +168,6 @@ class ShapeRegressor(nn.Module):
         for name in ("projection", "anchors", "weight"):  # sized by the fit: take its shape
             if prefix + name in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[prefix + name]))
-        state_dict.setdefault(prefix + "spread", torch.zeros(()))  # saved before it existed
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, mel_context: Tensor) -> Tensor:

@@ -78,10 +78,12 @@ def closed_codes(data, ids: np.ndarray, k: int) -> np.ndarray:
     mean code of silent frames predicted from their audio is a half-open mouth (8 px on obama and
     macron, whose closed mouths measure 0.1-1.6 px): people pause with their mouths in every
     state."""
-    from speech2lip.renderer.spread import shape_basis
+    from speech2lip.geometry.lipshape import LipShapeBasis
 
-    basis = shape_basis(data, k)
-    codes = basis.encode(data.read_field("landmarks", np.asarray(ids)).astype(np.float64))
+    points = data.read_field("landmarks", np.arange(len(data))).astype(np.float64)
+    reference = points[int(data.canonical["canonical_index"])]
+    basis = LipShapeBasis.fit(points[data.split_ids("train")], reference, k)
+    codes = basis.encode(points[np.asarray(ids)])
     opening = basis.opening(codes)
     return codes[opening <= np.quantile(opening, 0.25)].mean(axis=0)
 
@@ -133,7 +135,6 @@ class Renderer:
         self.rest_cond = None  # (D,): what the lips are conditioned on at rest
         self.rest_lips = None  # (4, lh, lw): the rest mouth's real lips (rgb, valid)
         self.rest_weight = None  # (n_out,): per output frame, 0 speech .. 1 rest
-        self.shape_gain = 1.0  # the lip-shape codes scaled about their mean (match_spread)
 
     def set_rest(self, rest_ids: np.ndarray, weights: np.ndarray) -> None:
         """Blend each output frame towards the rest mouth by `weights`: the lips'
@@ -184,11 +185,6 @@ class Renderer:
         import torch
 
         cond, _ = self.model.condition(mel_ctx)
-        k = self.model.shape_dim
-        if self.shape_gain != 1.0 and k:
-            centre = self.model.shape.bias.to(cond.dtype)
-            shape = centre + self.shape_gain * (cond[:, -k:] - centre)
-            cond = torch.cat([cond[:, :-k], shape], dim=1)
         if self.rest_cond is None or out_ids is None:
             return cond
         w = torch.as_tensor(self.rest_weight[out_ids], dtype=cond.dtype, device=cond.device)
@@ -276,23 +272,6 @@ class SubjectVoice:
         from speech2lip.data.batches import audio_windows
 
         return audio_windows(wav, features, source)
-
-    def match_spread(self, renderer: Renderer, windows: np.ndarray, prob: np.ndarray, what: str):
-        """Set `renderer.shape_gain` so that the opening predicted from driving audio `windows`
-        (speech probability `prob`) swings as widely over its speech as the subject's own did
-        (`speech2lip.renderer.spread`). Returns the figures."""
-        from speech2lip.renderer.spread import spread_gain
-
-        figures = spread_gain(renderer.model, self.data, windows, prob, renderer.device)
-        renderer.shape_gain = figures["gain"]
-        if figures["reason"]:
-            log.info("render: %s: the lip-shape spread is left as predicted (%s)", what,
-                     figures["reason"])  # fmt: skip
-        else:
-            log.info("render: %s: predicted opening spread %.2f px over %d speech frames, the "
-                     "subject's own %.2f px: lip-shape gain %.2f", what, figures["driving_px"],
-                     figures["speech_frames"], figures["own_px"], figures["gain"])  # fmt: skip
-        return figures
 
     def rest_in_silence(self, renderer: Renderer, prob: np.ndarray, cfg: RenderConfig):
         """The silent runs of output frames with speech probability `prob`: their mouths move to

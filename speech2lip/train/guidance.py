@@ -23,7 +23,6 @@ from speech2lip.media import pitch_shift
 from speech2lip.models.shape import (
     MAX_GAIN,
     MIN_OPENING_SKILL,
-    MIN_SPEECH_FRAMES,
     fit_ridge,
     skilled,
     with_gains,
@@ -71,7 +70,6 @@ def lip_shapes(
     predicted, real = basis.opening(fitted["cv"][: len(ids)]), basis.opening(codes[ids])
     fitted["cv_opening_r"] = (float(np.corrcoef(predicted, real)[0, 1])
                               if predicted.std() > 0 and real.std() > 0 else None)  # fmt: skip
-    fitted["spread"] = np.float32(own_spread(predicted, ids, wav, len(data)))
     log.info("train: lip-shape guidance: %d codes from %d train frames heard %d ways in %.1f s; "
              "cross-validated r per code %s, gains %s; the predicted opening follows the real "
              "one at r = %s over the train frames (cross-validated, own voice: a steadier "
@@ -82,20 +80,6 @@ def lip_shapes(
              "n/a" if fitted["cv_opening_r"] is None
              else f"{fitted['cv_opening_r']:.2f}")  # fmt: skip
     return codes, fitted
-
-
-def own_spread(predicted: np.ndarray, ids: np.ndarray, wav: np.ndarray | None, n: int) -> float:
-    """The std of the opening `predicted` `(len(ids),)` for train frames `ids` (cross-validated,
-    own voice) over those frames that voice activity calls speech in the clip's audio `wav`
-    (all of them without `wav`, or with fewer than `MIN_SPEECH_FRAMES` speech frames): how
-    widely the rendered mouth swings with the subject's own speech (`render.match_spread`)."""
-    if wav is not None:
-        from speech2lip.data.voice import speech_probability
-
-        speech = speech_probability(wav, n)[ids] >= 0.5
-        if speech.sum() >= MIN_SPEECH_FRAMES:
-            return float(predicted[speech].std())
-    return float(predicted.std())
 
 
 def calibrate(fitted: dict, basis: LipShapeBasis, codes: np.ndarray, centre: float) -> dict:

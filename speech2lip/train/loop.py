@@ -280,7 +280,7 @@ def train(
         model.guidance = {"cv_opening_r": fitted["cv_opening_r"],  # for train.json
                           "cv_r_per_code": [None if not np.isfinite(v) else float(v)
                                             for v in fitted["cv_r"]],
-                          "gain": gain, "own_spread_px": float(fitted["spread"])}  # fmt: skip
+                          "gain": gain}  # fmt: skip
     log_path = out_dir / "train_log.csv"
     for path in (log_path, *step_logs):
         trim_step_log(path, start)
