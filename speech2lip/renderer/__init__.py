@@ -190,6 +190,24 @@ class Renderer:
         w = torch.as_tensor(self.rest_weight[out_ids], dtype=cond.dtype, device=cond.device)
         return torch.lerp(cond, self.rest_cond.to(cond.dtype).expand_as(cond), w[:, None])
 
+    def resting(self, out_ids) -> bool:
+        """Whether any of output frames `out_ids` moves towards the rest mouth (`set_rest`)."""
+        return (
+            self.rest_lips is not None
+            and out_ids is not None
+            and bool(self.rest_weight[out_ids].any())
+        )
+
+    def rested(self, lips, out_ids):
+        """Drawn lips `(B, 3, lh, lw)` of output frames `out_ids` blended towards the rest
+        mouth's real lips by `set_rest`'s weights (unchanged where there are none)."""
+        import torch
+
+        if not self.resting(out_ids):
+            return lips
+        w = torch.as_tensor(self.rest_weight[out_ids], device=lips.device)
+        return blend_rest(lips, self.rest_lips, w)
+
     def mouths(self, mel_ctx: np.ndarray, background: np.ndarray, lips=None, out_ids=None):
         """`mel_ctx` `(B, 2r+1, 80, 16)`, background ids `(B,)` -> (mouth boxes `(B, eh, ew,
         3)` uint8, origins `(B, 2)`). `lips` `(B, 3, lh, lw)` in 0..1
@@ -207,11 +225,8 @@ class Renderer:
             lips = torch.as_tensor(lips, device=self.device)
         with torch.no_grad():
             cond = self.condition(mel, out_ids) if lips is None else None
-            if cond is not None and self.rest_lips is not None and out_ids is not None:
-                w = self.rest_weight[out_ids]
-                if w.any():
-                    drawn = self.model.canonical_lips(cond, t, random=False)
-                    lips = blend_rest(drawn, self.rest_lips, torch.as_tensor(w, device=self.device))
+            if cond is not None and self.resting(out_ids):
+                lips = self.rested(self.model.canonical_lips(cond, t, random=False), out_ids)
             out, _ = self.model.render_mouth(mel, t, b["mouth"], b["mouth_origin"],
                                              b["relative_pose"], b["c2o_grid"], b["c2o_mask"],
                                              self.cfg.c2o_iterations, lips, cond)  # fmt: skip
