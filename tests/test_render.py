@@ -203,7 +203,9 @@ def test_streaming_memory_does_not_grow_with_the_length(demo_model, demo_geometr
     assert resource  # (the child measures itself)
 
 
-def _posed_frames(model_path, demo_warp, demo_geometry, offsets_deg, ids):
+def _posed_frames(model_path, demo_warp, demo_geometry, offsets_deg, ids, rest=False):
+    """Frames `ids` rendered over themselves normally and through pose control with
+    `offsets_deg`, and the backgrounds; `rest`: every frame at the rest mouth."""
     from speech2lip.data.batches import read_audio
     from speech2lip.data.shards import WarpData
     from speech2lip.models.checkpoint import load_model
@@ -218,7 +220,9 @@ def _posed_frames(model_path, demo_warp, demo_geometry, offsets_deg, ids):
     renderer = Renderer(model, data, RenderConfig(), "cpu")
     heard = read_audio(data, np.arange(n), model.sizes.features)
     ctx = mel_contexts(heard, model.sizes.audio_radius)[ids]
-    mouths, origins = renderer.mouths(ctx, ids)
+    if rest:
+        renderer.set_rest(data.split_ids("train"), np.ones(n, np.float32))
+    mouths, origins = renderer.mouths(ctx, ids, out_ids=ids)
     normal = [paste(frames[b], m, o) for b, m, o in zip(ids, mouths, origins, strict=True)]
     pose = PoseControl(model, np.tile(offsets_deg, (n, 1)), data.canonical["canonical_pose"])
     patches = pose.render(renderer, ctx, ids, ids, frames)
@@ -238,34 +242,12 @@ def test_pose_offset_zero_reproduces_the_normal_render(demo_model, demo_warp, de
 def test_pose_control_rests_the_mouth_as_the_normal_render_does(demo_model, demo_warp,
                                                                  demo_geometry):  # fmt: skip
     """In silent spans the re-posed path draws the rest mouth's real lips too."""
-    from speech2lip.data.batches import read_audio
-    from speech2lip.data.shards import WarpData
     from speech2lip.evaluate.metrics import psnr
-    from speech2lip.models.checkpoint import load_model
-    from speech2lip.renderer import FIELDS, Renderer, mel_contexts, paste
-    from speech2lip.renderer.pose import PoseControl
 
-    model = load_model(demo_model)
-    data = WarpData(demo_warp / "index.json", fields=FIELDS + ["mel"])
-    n = len(data)
-    meta = json.loads((demo_geometry / "resample/meta.json").read_text())
-    frames = FrameSource(demo_geometry / "resample/frames.mkv", meta["width"], meta["height"], n)
-    renderer = Renderer(model, data, RenderConfig(), "cpu")
-    ctx = mel_contexts(read_audio(data, np.arange(n), model.sizes.features),
-                       model.sizes.audio_radius)[[20, 60]]  # fmt: skip
-    bg, out = np.array([12, 50]), np.arange(2)
-    pose = PoseControl(model, np.zeros((2, 3)), data.canonical["canonical_pose"])
-
-    def both():
-        mouths, origins = renderer.mouths(ctx, bg, out_ids=out)
-        normal = [paste(frames[b], m, o) for b, m, o in zip(bg, mouths, origins, strict=True)]
-        posed = [paste(frames[b], p, o) for b, (p, o) in
-                 zip(bg, pose.render(renderer, ctx, bg, out, frames), strict=True)]  # fmt: skip
-        return np.stack(normal), np.stack(posed)
-
-    free, _ = both()
-    renderer.set_rest(data.split_ids("train"), np.ones(2, np.float32))
-    normal, posed = both()
+    ids = np.array([12, 50])
+    free, _, _ = _posed_frames(demo_model, demo_warp, demo_geometry, [0, 0, 0], ids)
+    normal, posed, _ = _posed_frames(demo_model, demo_warp, demo_geometry, [0, 0, 0], ids,
+                                     rest=True)  # fmt: skip
     assert np.abs(normal.astype(int) - free).max() > 10  # at rest: other lips than the audio's
     for a, b in zip(normal, posed, strict=True):
         assert psnr(b, a) > 40  # ... and the same through the pose path
