@@ -90,6 +90,35 @@ def test_kernel_ridge_predicts_and_knows_what_it_cannot_predict():
     np.testing.assert_allclose(half["cv"][:, 0], 1 + 0.5 * (fitted["cv"][:, 0] - 1))
 
 
+def test_kernel_ridge_on_anchors_is_formed_in_chunks_and_exact_below_the_cap(monkeypatch):
+    from speech2lip.models import shape
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 12))
+    y = np.stack([np.sin(x[:, 0]) + 0.1 * rng.normal(size=300), x[:, 1] ** 2], axis=1)
+
+    def by_hand(fitted, rows, anchors):  # the fit's own standardised, projected features
+        z = ((x - fitted["mean"]) / fitted["std"]) @ fitted["projection"]
+        k_ra = shape._kernel(z[rows], z[anchors], 12)
+        k_aa = shape._kernel(z[anchors], z[anchors], 12)
+        target = y[rows] - y.mean(axis=0)
+        if len(anchors) == len(rows):
+            return np.linalg.solve(k_aa + 0.3 * np.eye(len(rows)), target)
+        gram = k_ra.T @ k_ra + 0.3 * k_aa + 1e-8 * np.eye(len(anchors))
+        return np.linalg.solve(gram, k_ra.T @ target)
+
+    exact = fit_ridge(x, y, ridge=0.3, folds=0)  # 300 rows, under the cap: every row
+    np.testing.assert_allclose(exact["weight"], by_hand(exact, np.arange(300), np.arange(300)),
+                               rtol=1e-6, atol=1e-8)  # fmt: skip
+    monkeypatch.setattr(shape, "MAX_ANCHORS", 90)
+    monkeypatch.setattr(shape, "CHUNK_ROWS", 37)  # 9 chunks, the last one short
+    fitted = fit_ridge(x, y, ridge=0.3, folds=0)
+    anchors = np.unique(np.linspace(0, 299, 90).round().astype(int))
+    assert len(fitted["anchors"]) == 90
+    np.testing.assert_allclose(fitted["weight"], by_hand(fitted, np.arange(300), anchors),
+                               rtol=1e-6, atol=1e-8)  # fmt: skip
+
+
 def test_calibration_opens_the_predicted_mouth_as_wide_as_the_real_one():
     from speech2lip.train.guidance import calibrate
 
