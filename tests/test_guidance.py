@@ -90,7 +90,7 @@ def test_kernel_ridge_predicts_and_knows_what_it_cannot_predict():
     np.testing.assert_allclose(half["cv"][:, 0], 1 + 0.5 * (fitted["cv"][:, 0] - 1))
 
 
-def test_kernel_ridge_on_anchors_is_formed_in_chunks_and_exact_below_the_cap(monkeypatch):
+def test_kernel_ridge_is_formed_in_chunks_and_exact_below_the_anchor_cap(monkeypatch):
     from speech2lip.models import shape
 
     rng = np.random.default_rng(1)
@@ -112,11 +112,20 @@ def test_kernel_ridge_on_anchors_is_formed_in_chunks_and_exact_below_the_cap(mon
                                rtol=1e-6, atol=1e-8)  # fmt: skip
     monkeypatch.setattr(shape, "MAX_ANCHORS", 90)
     monkeypatch.setattr(shape, "CHUNK_ROWS", 37)  # 9 chunks, the last one short
+    mean, div = shape.standardiser(x.astype(np.float32))  # summed in chunks, in float64
+    np.testing.assert_allclose(mean, x.mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(div, x.std(axis=0) + 1e-6, rtol=1e-5)
     fitted = fit_ridge(x, y, ridge=0.3, folds=0)
     anchors = np.unique(np.linspace(0, 299, 90).round().astype(int))
     assert len(fitted["anchors"]) == 90
     np.testing.assert_allclose(fitted["weight"], by_hand(fitted, np.arange(300), anchors),
                                rtol=1e-6, atol=1e-8)  # fmt: skip
+    fitted = fit_ridge(x, y, ridge=0.3, folds=5)  # a fold's fit: the other 240 rows
+    rows = np.arange(60, 300)
+    keep = np.intersect1d(anchors, rows)
+    z = ((x - fitted["mean"]) / fitted["std"]) @ fitted["projection"]
+    want = shape._kernel(z[:60], z[keep], 12) @ by_hand(fitted, rows, keep) + y.mean(axis=0)
+    np.testing.assert_allclose(fitted["cv"][:60], want, rtol=1e-5, atol=1e-6)
 
 
 def test_calibration_opens_the_predicted_mouth_as_wide_as_the_real_one():

@@ -50,6 +50,11 @@ def _kernel(a: np.ndarray, b: np.ndarray, n_features: int) -> np.ndarray:
     return np.exp(-GAMMA * np.maximum(d, 0) / n_features)
 
 
+def _chunks(n: int) -> list[np.ndarray]:
+    """Row indices `0..n-1` in runs of at most `CHUNK_ROWS`."""
+    return np.array_split(np.arange(n), max(1, -(-n // CHUNK_ROWS)))
+
+
 def standardiser(
     x: np.ndarray, parts: np.ndarray | None = None, pooled: tuple[int, ...] = ()
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -60,7 +65,14 @@ def standardiser(
     would otherwise weigh as much as a common one). Then each part is weighted so that the
     parts contribute equal shares of the total variance, which stays D: mel and phones count
     alike in the kernel's distance, and the kernel keeps its width."""
-    mean, std = x.mean(axis=0), x.std(axis=0)
+    mean = np.zeros(x.shape[1])
+    for rows in _chunks(len(x)):  # float64 sums, no float64 copy of `x`
+        mean += x[rows].sum(axis=0, dtype=np.float64)
+    mean /= len(x)
+    std = np.zeros(x.shape[1])
+    for rows in _chunks(len(x)):
+        std += ((x[rows] - mean) ** 2).sum(axis=0)
+    std = np.sqrt(std / len(x))
     if parts is None:
         return mean, std + 1e-6
     parts = np.asarray(parts)
@@ -90,14 +102,16 @@ def fit_ridge(
     (kernel units). `times` `(N,)`: each row's frame, when rows repeat frames (the same frames
     heard in other voices): a fold then holds every copy of its frames, so no copy of a
     predicted frame is in its fit."""
-    x = np.asarray(features, np.float64).reshape(len(features), -1)
+    # the features stay as given (float32 from `train`) and are standardised a chunk at a
+    # time: a few minutes of audio heard six ways is gigabytes of them
+    x = np.asarray(features).reshape(len(features), -1)
     y = np.asarray(codes, np.float64)
     n_features = x.shape[1]
     mean, std = standardiser(x, parts, pooled)
-    x = (x - mean) / std
-    _, _, vt = np.linalg.svd(x[:: -(-len(x) // SVD_ROWS)], full_matrices=False)
+    sample = (x[:: -(-len(x) // SVD_ROWS)] - mean) / std
+    _, _, vt = np.linalg.svd(sample, full_matrices=False)
     projection = vt[:N_COMPONENTS].T
-    z = x @ projection
+    z = np.concatenate([((x[rows] - mean) / std) @ projection for rows in _chunks(len(x))])
     bias = y.mean(axis=0)
     y = y - bias
     anchors = np.unique(np.linspace(0, len(z) - 1, min(len(z), MAX_ANCHORS)).round().astype(int))
@@ -109,10 +123,10 @@ def fit_ridge(
         if len(keep) == len(rows):  # exact kernel ridge
             return keep, np.linalg.solve(k_aa + ridge * np.eye(len(rows)), y[rows])
         gram, rhs = ridge * k_aa, np.zeros((len(keep), y.shape[1]))
-        for chunk in np.array_split(rows, -(-len(rows) // CHUNK_ROWS)):
-            k_ra = _kernel(z[chunk], z[keep], n_features)
+        for chunk in _chunks(len(rows)):
+            k_ra = _kernel(z[rows[chunk]], z[keep], n_features)
             gram += k_ra.T @ k_ra
-            rhs += k_ra.T @ y[chunk]
+            rhs += k_ra.T @ y[rows[chunk]]
         return keep, np.linalg.solve(gram + 1e-8 * np.eye(len(keep)), rhs)
 
     keep, weight = solve(np.arange(len(z)))
