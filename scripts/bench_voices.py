@@ -152,8 +152,8 @@ def bench(
         if not bands:
             opts = dataclasses.replace(opts, voice_bands=())
         codes, fitted = lip_shapes(data, train, opts, wav)
-        reference = points[int(data.canonical["canonical_index"])]
-        basis = LipShapeBasis.fit(points[train], reference, opts.model.shape_dim)
+        basis = LipShapeBasis.of_subject(points, data.canonical["canonical_index"], train,
+                                         opts.model.shape_dim)  # fmt: skip
         regressor = ShapeRegressor(fitted["mean"].size, codes.shape[1])
         regressor.load(fitted)
         real = basis.opening(codes[test])

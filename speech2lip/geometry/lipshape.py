@@ -53,6 +53,15 @@ class LipShapeBasis:
     scale: np.ndarray
 
     @classmethod
+    def of_subject(
+        cls, points: np.ndarray, canonical_index: int, train_ids, k: int
+    ) -> LipShapeBasis:
+        """The basis training conditions the lips on: fitted on the train frames' landmarks
+        (`points` `(N, P, 2)`, every frame) aligned to the canonical frame's. Rendering
+        fits it again from the same landmarks, so both must come from here."""
+        return cls.fit(points[np.asarray(train_ids)], points[int(canonical_index)], k)
+
+    @classmethod
     def fit(cls, points: np.ndarray, reference: np.ndarray, k: int) -> LipShapeBasis:
         """The basis of the landmarks `points` `(N, P, 2)` (the train frames)."""
         layout = topology(points)

@@ -65,12 +65,9 @@ def standardiser(
     would otherwise weigh as much as a common one). Then each part is weighted so that the
     parts contribute equal shares of the total variance, which stays D: mel and phones count
     alike in the kernel's distance, and the kernel keeps its width."""
-    mean = np.zeros(x.shape[1])
-    for rows in _chunks(len(x)):  # float64 sums, no float64 copy of `x`
-        mean += x[rows].sum(axis=0, dtype=np.float64)
-    mean /= len(x)
+    mean = x.mean(axis=0, dtype=np.float64)  # summed in float64 without a float64 copy of x
     std = np.zeros(x.shape[1])
-    for rows in _chunks(len(x)):
+    for rows in _chunks(len(x)):  # x - mean at once would be that copy
         std += ((x[rows] - mean) ** 2).sum(axis=0)
     std = np.sqrt(std / len(x))
     if parts is None:

@@ -81,8 +81,8 @@ def closed_codes(data, ids: np.ndarray, k: int) -> np.ndarray:
     from speech2lip.geometry.lipshape import LipShapeBasis
 
     points = data.read_field("landmarks", np.arange(len(data))).astype(np.float64)
-    reference = points[int(data.canonical["canonical_index"])]
-    basis = LipShapeBasis.fit(points[data.split_ids("train")], reference, k)
+    basis = LipShapeBasis.of_subject(points, data.canonical["canonical_index"],
+                                     data.split_ids("train"), k)  # fmt: skip
     codes = basis.encode(points[np.asarray(ids)])
     opening = basis.opening(codes)
     return codes[opening <= np.quantile(opening, 0.25)].mean(axis=0)

@@ -44,8 +44,7 @@ def lip_shapes(
     t0 = time.monotonic()
     k, radius = opts.model.shape_dim, opts.model.audio_radius
     points = data.read_field("landmarks", np.arange(len(data))).astype(np.float64)
-    reference = points[int(data.canonical["canonical_index"])]
-    basis = LipShapeBasis.fit(points[train_ids], reference, k)
+    basis = LipShapeBasis.of_subject(points, data.canonical["canonical_index"], train_ids, k)
     codes = basis.encode(points)
     ids = np.sort(train_ids)
     ctx = context_indices(ids + AUDIO_OFFSET, radius, len(data))
