@@ -185,6 +185,9 @@ def test_the_report_says_what_the_audio_predicts_of_the_mouth(tmp_path):
 
     good = note({"cv_opening_r": 0.64, "cv_r_per_code": [0.5], "gain": 1.46})
     assert "r = 0.64" in good and "scaled by 1.46" in good
+    assert "pulled" not in good  # no P/B/M pull recorded (older, or no phone rows)
+    pulled = note({"cv_opening_r": 0.64, "cv_r_per_code": [0.5], "gain": 1.46, "closure": 0.5})
+    assert "scaled by 1.46" in pulled and "pulled 0.50 of the way to the closed mouth" in pulled
     weak = note({"cv_opening_r": 0.01, "cv_r_per_code": [0.4], "gain": 1.0})
     assert "r = 0.01" in weak and "only a little" in weak and "longer clip" in weak
     assert "mean shape" in note({"cv_opening_r": None, "cv_r_per_code": [0.0], "gain": 0.0})

@@ -238,7 +238,8 @@ def test_guided_training_fits_the_regressor_and_rebuilds_from_model_pt(demo_warp
     codes, fitted = lip_shapes(data, data.split_ids("train"), resolve(cfg))
     assert codes.shape == (len(data), 3)
     batch = to_tensors(data, np.arange(10, 14), GUIDED.audio_radius, "cpu", model.sizes.features)
-    regressor = ShapeRegressor(model.shape.mean.numel(), 3)
+    assert model.shape.closure_row == 81  # the preset hears mel+ppg: P/B/M's posterior row
+    regressor = ShapeRegressor(model.shape.mean.numel(), 3, closure_row=81)
     regressor.load(fitted)  # the same fit, from the data alone: deterministic
     with torch.no_grad():
         torch.testing.assert_close(model.shape(batch["mel_context"]),
@@ -253,6 +254,47 @@ def test_guided_training_fits_the_regressor_and_rebuilds_from_model_pt(demo_warp
     assert summary["cv_opening_r"] == pytest.approx(want[0, 1])
     assert len(summary["cv_r_per_code"]) == 3
     assert summary["gain"] == pytest.approx(float(np.max(fitted["gain"])))  # as calibrated
+    # the closed mouth the P/B/M pull aims at: the train frames' least open tenth, saved
+    closed = basis.closed(codes[train])
+    assert basis.opening(closed[None])[0] <= np.quantile(basis.opening(codes[train]), 0.1)
+    torch.testing.assert_close(model.shape.closed, torch.as_tensor(closed, dtype=torch.float32))
+    assert float(model.shape.closure) == summary["closure"] == cfg.shape_closure == 0.5
+
+
+def test_the_regressor_pulls_towards_the_closed_mouth_where_it_hears_p_b_or_m(tmp_path):
+    from speech2lip.data.batches import phone_row
+
+    assert phone_row("mel+ppg", "lips_closed") == phone_row("mel+phones", "lips_closed") == 81
+    assert phone_row("ppg", "lips_closed") == 1 and phone_row("ppg", "sil") == 0
+    assert phone_row("mel", "lips_closed") is None and phone_row(None, "lips_closed") is None
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(200, 3 * 94 * 16)).astype(np.float32)
+    y = np.stack([x[:, :5].sum(1), x[:, 5:10].sum(1)], axis=1)
+    closed = np.array([-2.0, 1.0])
+    fitted = {**fit_ridge(x, y, ridge=0.3), "closed": closed, "closure": 0.5}
+    plain, pulled = ShapeRegressor(x.shape[1], 2), ShapeRegressor(x.shape[1], 2, closure_row=81)
+    plain.load(fitted)  # no phone rows: no pull whatever the weight
+    pulled.load(fitted)
+    test = torch.as_tensor(rng.normal(size=(4, 3, 94, 16)), dtype=torch.float32)
+    test[:, :, 81] = 1.0  # P, B or M heard in every window ...
+    test[:, 1, 81] = torch.tensor([0.0, 0.5, 1.0, 2.0])[:, None]  # ... but the centre's varies
+    with torch.no_grad():
+        base, got = plain(test), pulled(test)
+    share = torch.tensor([0.0, 0.5, 1.0, 1.0])  # clamped to 0..1
+    want = base + (0.5 * share)[:, None] * (torch.as_tensor(closed, dtype=torch.float32) - base)
+    torch.testing.assert_close(got, want)
+    assert torch.equal(got[0], base[0])  # neighbours' P/B/M alone: no pull
+    # saved and loaded with the model; a model.pt saved before the pull existed has none
+    state = pulled.state_dict()
+    again = ShapeRegressor(x.shape[1], 2, closure_row=81)
+    again.load_state_dict(state)
+    torch.testing.assert_close(again(test), got)
+    old = {k: v for k, v in state.items() if k not in ("closed", "closure")}
+    again.load_state_dict(old)
+    assert float(again.closure) == 0.0 and torch.equal(again(test), base)
+    bare = ShapeRegressor(x.shape[1], 2, closure_row=81)
+    bare.load({k: v for k, v in fitted.items() if k not in ("closed", "closure")})
+    torch.testing.assert_close(bare(test), base)  # a fit without them: no pull
 
 
 def test_below_the_mean_mouth_is_a_warning_only_without_guidance(caplog):

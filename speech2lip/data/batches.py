@@ -33,6 +33,18 @@ def audio_rows(features: str | None) -> tuple[int, ...]:
     return tuple(N_MELS if f == "mel" else N_CLASSES for f in audio_fields(features))
 
 
+def phone_row(features: str | None, name: str) -> int | None:
+    """The row of phone class `name` (`speech2lip.data.phones.CLASSES`) in a frame's joined
+    audio window for `features`: in its phone field (`phones` or `ppg`); None without one."""
+    from speech2lip.data.phones import CLASSES
+
+    fields, rows = audio_fields(features), audio_rows(features)
+    for i, field in enumerate(fields):
+        if field in ("phones", "ppg"):
+            return sum(rows[:i]) + list(CLASSES).index(name)
+    return None
+
+
 def join_audio(windows: dict[str, np.ndarray], features: str | None) -> np.ndarray:
     """The model's audio windows `(n, rows, 16)` from per-field windows (`mel` `(n, 80, 16)`,
     `phones` and `ppg` `(n, 14, 16)`)."""

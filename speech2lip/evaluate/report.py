@@ -177,14 +177,18 @@ def guidance_note(train_summary) -> str | None:
     told = "n/a" if r is None else f"{r:.2f}"
     text = ("what the audio tells: over the train frames, the inner-lip opening predicted from "
             f"the audio alone (cross-validated) follows the real one at r = {told}")  # fmt: skip
+    closure = guidance.get("closure") or 0.0  # an older train.json: none
+    pull = (f"; where P, B or M is heard, the predicted lips are pulled {closure:.2f} of the "
+            "way to the closed mouth" if closure else "")  # fmt: skip
     if gain is None:  # not calibrated (train.shape_calibrate: false), or an older train.json
-        return text
+        return text + pull
     if gain == 0.0:
         return text + "; no lip shape is predicted at all, so the lips keep their mean shape"
     if gain == 1.0:
-        return (text + "; too little to scale up (lip-shape gain 1), so the mouth follows new "
-                "speech only a little: a longer clip of the subject talking helps")  # fmt: skip
-    return text + f"; the predicted lip shapes are scaled by {gain:.2f} to swing as widely"
+        weak = ("; too little to scale up (lip-shape gain 1), so the mouth follows new speech "
+                "only a little: a longer clip of the subject talking helps")  # fmt: skip
+        return text + weak + pull
+    return text + f"; the predicted lip shapes are scaled by {gain:.2f} to swing as widely" + pull
 
 
 def write_html(path: Path, summary: dict, pictures: dict[str, bytes]) -> None:

@@ -97,6 +97,12 @@ class LipShapeBasis:
         points = self.decode(codes)
         return np.linalg.norm(points[:, a] - points[:, b], axis=-1)
 
+    def closed(self, codes: np.ndarray, share: float = 0.1) -> np.ndarray:
+        """The mean code `(k,)` of the least open `share` of codes `(N, k)`: the subject's
+        closed mouth, as open as its `share` quantile or less."""
+        opening = self.opening(codes)
+        return np.asarray(codes)[opening <= np.quantile(opening, share)].mean(axis=0)
+
     def arrays(self) -> dict[str, np.ndarray]:
         """The basis as named arrays; `LipShapeBasis(**arrays)` rebuilds it."""
         return {"reference": self.reference, "mean": self.mean,

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from speech2lip.config import ModelSizes
-from speech2lip.data.batches import audio_fields, audio_rows
+from speech2lip.data.batches import audio_fields, audio_rows, phone_row
 from speech2lip.geometry import gamem
 from speech2lip.models import (
     AudioEncoder,
@@ -115,7 +115,9 @@ class Speech2Lip(nn.Module):
         self.shape_dim = int(sizes.shape_dim or 0)
         windows = 2 * sizes.audio_radius + 1
         n_audio = windows * sum(rows) * 16
-        self.shape = ShapeRegressor(n_audio, self.shape_dim) if self.shape_dim else None
+        closure_row = phone_row(sizes.features, "lips_closed")
+        self.shape = (ShapeRegressor(n_audio, self.shape_dim, closure_row)
+                      if self.shape_dim else None)  # fmt: skip
         self.conv_lips = sizes.lips_decoder == "conv"
         if self.conv_lips:  # the whole crop at once (`ConvLips`)
             self.lips = ConvLips(sizes.audio_dim + self.shape_dim, lh, lw)

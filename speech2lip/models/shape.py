@@ -163,11 +163,17 @@ def with_gains(
 class ShapeRegressor(nn.Module):
     """Audio windows `(B, n, rows, 16)` (mel and/or phone rows) -> lip-shape codes `(B, k)`: a
     fixed kernel regression (buffers, saved with the model; set by `load`, never trained by
-    gradients)."""
+    gradients).
 
-    def __init__(self, n_features: int, k: int) -> None:
+    With phone rows (`closure_row`: the P/B/M class's row, `speech2lip.data.batches.phone_row`)
+    each prediction is also pulled towards the subject's closed mouth `closed` by `closure`
+    (`train.shape_closure`) times how surely the centre window hears P, B or M (its mean over
+    the window's columns): the kernel hears five windows at once and smooths a closure one or
+    two frames long away, where the real lips shut."""
+
+    def __init__(self, n_features: int, k: int, closure_row: int | None = None) -> None:
         super().__init__()
-        self.n_features = n_features
+        self.n_features, self.closure_row = n_features, closure_row
         c = min(N_COMPONENTS, n_features)
         self.register_buffer("mean", torch.zeros(n_features))
         self.register_buffer("std", torch.ones(n_features))
@@ -175,10 +181,15 @@ class ShapeRegressor(nn.Module):
         self.register_buffer("anchors", torch.zeros(1, c))
         self.register_buffer("weight", torch.zeros(1, k))
         self.register_buffer("bias", torch.zeros(k))
+        self.register_buffer("closed", torch.zeros(k))
+        self.register_buffer("closure", torch.zeros(()))  # 0: no pull
 
     def load(self, fitted: dict[str, np.ndarray]) -> None:
-        """Take a `fit_ridge` result (its anchor count may differ from the current one)."""
-        for name in ("mean", "std", "projection", "anchors", "weight", "bias"):
+        """Take a `fit_ridge` result (its anchor count may differ from the current one), and
+        its `closed` code and `closure` weight where it has them (else no pull)."""
+        fitted = {"closed": np.zeros(self.bias.shape), "closure": 0.0, **fitted}
+        names = ("mean", "std", "projection", "anchors", "weight", "bias", "closed", "closure")
+        for name in names:
             value = torch.as_tensor(np.asarray(fitted[name]), dtype=torch.float32)
             setattr(self, name, value.to(getattr(self, name).device))
 
@@ -186,9 +197,17 @@ class ShapeRegressor(nn.Module):
         for name in ("projection", "anchors", "weight"):  # sized by the fit: take its shape
             if prefix + name in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[prefix + name]))
+        if prefix + "closure" not in state_dict:  # saved before the pull existed: none
+            state_dict[prefix + "closed"] = torch.zeros_like(self.closed)
+            state_dict[prefix + "closure"] = torch.zeros(())
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, mel_context: Tensor) -> Tensor:
         z = ((mel_context.flatten(1).float() - self.mean) / self.std) @ self.projection
         d = (z**2).sum(1, keepdim=True) + (self.anchors**2).sum(1)[None] - 2 * z @ self.anchors.T
-        return torch.exp(-GAMMA * d.clamp(min=0) / self.n_features) @ self.weight + self.bias
+        out = torch.exp(-GAMMA * d.clamp(min=0) / self.n_features) @ self.weight + self.bias
+        if self.closure_row is None:
+            return out
+        centre = mel_context[:, mel_context.shape[1] // 2, self.closure_row]
+        heard = centre.float().mean(-1).clamp(0, 1)  # (B,): P, B or M in the centre window
+        return torch.lerp(out, self.closed.expand_as(out), (self.closure * heard)[:, None])

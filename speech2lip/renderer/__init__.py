@@ -83,9 +83,7 @@ def closed_codes(data, ids: np.ndarray, k: int) -> np.ndarray:
     points = data.read_field("landmarks", np.arange(len(data))).astype(np.float64)
     basis = LipShapeBasis.of_subject(points, data.canonical["canonical_index"],
                                      data.split_ids("train"), k)  # fmt: skip
-    codes = basis.encode(points[np.asarray(ids)])
-    opening = basis.opening(codes)
-    return codes[opening <= np.quantile(opening, 0.25)].mean(axis=0)
+    return basis.closed(basis.encode(points[np.asarray(ids)]), 0.25)
 
 
 def rest_lips(data, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:

@@ -66,6 +66,8 @@ def lip_shapes(
                        times=np.tile(ids, len(heard)))  # fmt: skip
     if opts.shape_calibrate:
         fitted = calibrate(fitted, basis, target, opts.shape_centre)
+    # what the prediction is pulled to where P, B or M is heard (`ShapeRegressor`)
+    fitted["closed"], fitted["closure"] = basis.closed(codes[ids]), opts.shape_closure
     predicted, real = basis.opening(fitted["cv"][: len(ids)]), basis.opening(codes[ids])
     fitted["cv_opening_r"] = (float(np.corrcoef(predicted, real)[0, 1])
                               if predicted.std() > 0 and real.std() > 0 else None)  # fmt: skip
@@ -100,7 +102,7 @@ def calibrate(fitted: dict, basis: LipShapeBasis, codes: np.ndarray, centre: flo
     docs/benchmarks.md has the three measured."""
     mask = skilled(fitted).astype(np.float64)
     real = basis.opening(codes)
-    closed = codes[real <= np.quantile(real, 0.1)].mean(axis=0) * mask
+    closed = basis.closed(codes) * mask
     mean = codes.mean(axis=0) * mask
     predicted = basis.opening(fitted["cv"] * mask)  # train codes have mean 0
     skill = np.corrcoef(predicted, real)[0, 1] if predicted.std() > 0 else 0.0

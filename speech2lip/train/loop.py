@@ -280,7 +280,9 @@ def train(
         model.guidance = {"cv_opening_r": fitted["cv_opening_r"],  # for train.json
                           "cv_r_per_code": [None if not np.isfinite(v) else float(v)
                                             for v in fitted["cv_r"]],
-                          "gain": gain}  # fmt: skip
+                          "gain": gain,  # P/B/M's pull (none without phone rows)
+                          "closure": (float(fitted["closure"])
+                                      if model.shape.closure_row is not None else 0.0)}  # fmt: skip
     log_path = out_dir / "train_log.csv"
     for path in (log_path, *step_logs):
         trim_step_log(path, start)
