@@ -4,8 +4,8 @@
         [--features mel phones mel+phones] [--compare-bands] [--drivers talk.mp4 ...]
 
 For each warp output and each `train.model.features` choice (mel, phones, mel+phones), fits
-the lip-shape regression exactly as `train` does (the demo preset's radius, ridge and
-calibration) on the train split, then predicts the test split's lip-shape codes from its own
+the lip-shape regression exactly as `train` does (the demo preset's radius, ridge,
+calibration and, with phone features, P/B/M pull) on the train split, then predicts the test split's lip-shape codes from its own
 audio, from that audio pitch-shifted (tempo kept), and from it narrow-band: band-passed to
 300-3400 Hz (a telephone) and low-passed at 3 kHz. `--compare-bands` also fits without
 `train.voice_bands` (the regression hearing the full band only). The audio features are
@@ -32,7 +32,7 @@ import torch
 
 from speech2lip.config import TrainConfig
 from speech2lip.data.audio import frame_mel_windows
-from speech2lip.data.batches import audio_windows
+from speech2lip.data.batches import audio_windows, phone_row
 from speech2lip.data.phones import frame_phone_windows
 from speech2lip.data.posteriors import frame_ppg_windows
 from speech2lip.data.shards import WarpData
@@ -154,7 +154,8 @@ def bench(
         codes, fitted = lip_shapes(data, train, opts, wav)
         basis = LipShapeBasis.of_subject(points, data.canonical["canonical_index"], train,
                                          opts.model.shape_dim)  # fmt: skip
-        regressor = ShapeRegressor(fitted["mean"].size, codes.shape[1])
+        closure_row = phone_row(features, "lips_closed")  # as the model applies it
+        regressor = ShapeRegressor(fitted["mean"].size, codes.shape[1], closure_row)
         regressor.load(fitted)
         real = basis.opening(codes[test])
         cells = []
