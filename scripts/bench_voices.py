@@ -5,9 +5,10 @@
 
 For each warp output and each `train.model.features` choice (mel, phones, mel+phones), fits
 the lip-shape regression exactly as `train` does (the demo preset's radius, ridge,
-calibration and, with phone features, P/B/M pull) on the train split, then predicts the test split's lip-shape codes from its own
-audio, from that audio pitch-shifted (tempo kept), and from it narrow-band: band-passed to
-300-3400 Hz (a telephone) and low-passed at 3 kHz. `--compare-bands` also fits without
+calibration and, with phone features, P/B/M pull) on the train split, then predicts the test
+split's lip-shape codes from its own audio, from that audio pitch-shifted (tempo kept), and
+from it narrow-band: band-passed to 300-3400 Hz (a telephone) and low-passed at 3 kHz.
+`--compare-bands` also fits without
 `train.voice_bands` (the regression hearing the full band only). The audio features are
 computed afresh from the clip's audio, so the figures follow the current feature code. It
 prints the predicted inner-lip opening's correlation with the real one and its amplitude (std
