@@ -50,9 +50,8 @@ CHUNK = 256  # frames scored at a time (memory: 256 x 42 x 3 x 128 floats)
 # one another, children's higher); where the linear part of the warp ends (share of Nyquist).
 WARPS = np.exp(np.linspace(np.log(0.72), np.log(1.38), 9))
 WARP_CUT = 0.85
-WARP_STEP = 4  # every 4th of the loudest half of the sounding 10 ms frames ...
-WARP_FRAMES = 1500  # ... at most this many
-WARP_MIN_FRAMES = 50  # fewer (under about 4 s of speech): no warp
+WARP_FRAMES = 800  # of the loudest half of the sounding 10 ms frames, at most this many ...
+WARP_MIN_FRAMES = 50  # ... and at least this many (about 1 s of speech), else no warp
 
 
 @dataclass(frozen=True)
@@ -258,16 +257,15 @@ def cepstra(wav: np.ndarray, warp: float = 1.0) -> tuple[np.ndarray, np.ndarray]
 def estimate_warp(power: np.ndarray, silent: np.ndarray) -> float:
     """The frequency warp (`warped`) under which the acoustic model finds this voice most
     likely (maximum-likelihood vocal tract length normalisation): the mean log-likelihood of
-    the loudest half of the sounding frames (every `WARP_STEP`th, at most `WARP_FRAMES`) at
-    each of `WARPS`, refined by a parabola through the best and its neighbours. 1 (no warp)
-    with under `WARP_MIN_FRAMES` such frames: too little speech to tell."""
+    the loudest half of the sounding frames (at most `WARP_FRAMES`, evenly spread) at each of
+    `WARPS`, refined by a parabola through the best and its neighbours. 1 (no warp) with
+    under `WARP_MIN_FRAMES` such frames: too little speech to tell."""
     sounding = np.flatnonzero(~silent)
     if len(sounding) < 2 * WARP_MIN_FRAMES:
         return 1.0
     energy = np.log(power[sounding].sum(axis=1) + 1e-12)
     loud = sounding[energy >= np.median(energy)]
-    pick = loud[::WARP_STEP]
-    pick = pick[np.linspace(0, len(pick) - 1, min(len(pick), WARP_FRAMES)).astype(int)]
+    pick = loud[np.linspace(0, len(loud) - 1, min(len(loud), WARP_FRAMES)).astype(int)]
     if len(pick) < WARP_MIN_FRAMES:
         return 1.0
     model = load_model()
