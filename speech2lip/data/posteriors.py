@@ -21,6 +21,7 @@ summing to 1.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import struct
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ import numpy as np
 from speech2lip.data.audio import HOP, MEL_WINDOW, SAMPLE_RATE, mel_start
 from speech2lip.data.phones import CLASS_OF, N_CLASSES, REINSTALL, SILENT_RMS
 from speech2lip.errors import Speech2LipError
+
+log = logging.getLogger(__name__)
 
 RATE = 100  # frames per second
 FRAME_HOP = SAMPLE_RATE // RATE
@@ -335,6 +338,8 @@ def class_posteriors(
     power, silent = spectra(wav)
     if warp is None:
         warp = estimate_warp(power, silent)
+        log.info("phone posteriors: the voice heard through a %.2fx frequency warp (vocal tract "
+                 "length normalisation)", warp)  # fmt: skip
     return posteriors_of(cepstra_of(power, warp), silent, mean)
 
 
