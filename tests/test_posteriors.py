@@ -102,24 +102,26 @@ def _sentences() -> np.ndarray:
     return _espeak(" ".join([*BILABIAL_TEXTS, more]))[0]
 
 
+@pytest.mark.media
 def test_the_voice_warp_follows_a_pitch_shift_and_steadies_the_posteriors(caplog):
-    """A voice shifted down 4 semitones (formants with it, as another, longer vocal tract)
-    is read through filters 2^(-4/12) = 0.79x as high: measured 0.794x. Up, the warp rises
-    too (measured 1.31x for +3 semitones: more than the 1.19x of the shift; nothing above
-    8 kHz comes down into the filters). The posteriors of the shifted voice stay closer to the
-    unshifted voice's with the warp than without (mean difference 0.055 against 0.070)."""
-    from speech2lip.media import pitch_shift
+    """30 s of real speech shifted by s semitones (formants with it, as another vocal tract)
+    is read through filters 2^(s/12) as high: measured 1.26x, 0.78x, 1.09x and 0.86x of the
+    unshifted voice's warp for +4, -4, +2 and -2 (2^(s/12): 1.26, 0.79, 1.12, 0.89). The
+    posteriors of the voice shifted 4 semitones down stay closer to the unshifted voice's
+    with the warp than without. (espeak-ng's formant voice is no test of it: its own warp
+    came out 0.72-0.85 on three texts, and shifted down it did not come out lower.)"""
+    from speech2lip.media import pitch_shift, read_audio
 
-    wav = _sentences()
+    wav = read_audio(media("audio/english_60s.wav"), SAMPLE_RATE)[: SAMPLE_RATE * 30]
     own = posteriors.estimate_warp(*posteriors.spectra(wav))
-    low, high = pitch_shift(wav, -4), pitch_shift(wav, 3)
-    assert posteriors.estimate_warp(*posteriors.spectra(low)) / own == pytest.approx(
-        2 ** (-4 / 12), rel=0.04
-    )
-    assert posteriors.estimate_warp(*posteriors.spectra(high)) / own > 1.1
+    assert 0.8 < own < 1.25
+    for semitones in (4, -4, 2, -2):
+        shifted = posteriors.estimate_warp(*posteriors.spectra(pitch_shift(wav, semitones)))
+        assert shifted / own == pytest.approx(2 ** (semitones / 12), rel=0.05), semitones
+    low = pitch_shift(wav, -4)
     with caplog.at_level("INFO", logger="speech2lip.data.posteriors"):
         auto = np.abs(posteriors.class_posteriors(low) - posteriors.class_posteriors(wav)).mean()
-    assert "0.78x frequency warp" in caplog.text or "0.79x frequency warp" in caplog.text
+    assert "frequency warp" in caplog.text
     plain = np.abs(posteriors.class_posteriors(low, warp=1.0)
                    - posteriors.class_posteriors(wav, warp=1.0)).mean()  # fmt: skip
     assert auto < 0.85 * plain, (auto, plain)
