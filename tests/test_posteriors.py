@@ -38,7 +38,7 @@ def test_frames_agree_with_pocketsphinx_decoding_a_real_recording():
     from speech2lip.media import read_audio
 
     wav = read_audio(media("audio/english_60s.wav"), SAMPLE_RATE)[: SAMPLE_RATE * 20]
-    shares = posteriors.class_posteriors(wav, warp=1.0)  # the decoder's own front end
+    shares = posteriors.class_posteriors(wav)
     assert shares.shape == (2000, phones.N_CLASSES)
     decoded = np.full(len(shares), -1)
     for phone, first, last in phones.decode(wav):
@@ -75,65 +75,6 @@ def test_windows_follow_the_audio_frame_for_frame_and_sum_to_one():
     # past the end of the audio: silence
     past = posteriors.frame_ppg_windows(wav[: 4 * SAMPLES_PER_FRAME], 6)
     assert past[5, 0].min() == pytest.approx(1.0)
-
-
-def test_the_warp_stretches_the_frequency_axis_and_keeps_it_below_nyquist():
-    f = np.linspace(0, SAMPLE_RATE / 2, 801)
-    np.testing.assert_allclose(posteriors.warped(f, 1.0), f)
-    for warp in (0.72, 0.9, 1.2, 1.38):
-        g = posteriors.warped(f, warp)
-        assert np.all(np.diff(g) > 0) and g[-1] == pytest.approx(SAMPLE_RATE / 2)
-        low = f < 0.8 * posteriors.WARP_CUT * SAMPLE_RATE / 2 / max(warp, 1.0)
-        np.testing.assert_allclose(g[low], warp * f[low])
-        filters = posteriors.mel_filters(warp)
-        assert filters.shape == (25, posteriors.N_FFT // 2 + 1)
-        np.testing.assert_allclose(filters.sum(axis=1), 1.0)
-    # a lower voice (warp < 1) is read through lower filters
-    centre = (posteriors.mel_filters(0.8) * np.arange(257)).sum(axis=1)
-    assert np.all(centre < (posteriors.mel_filters(1.0) * np.arange(257)).sum(axis=1))
-
-
-def _sentences() -> np.ndarray:
-    """12.6 s of espeak-ng speech."""
-    more = (
-        "The quick brown fox jumps over the lazy dog, and then it sleeps in the warm sun "
-        "all afternoon."
-    )
-    return _espeak(" ".join([*BILABIAL_TEXTS, more]))[0]
-
-
-@pytest.mark.media
-def test_the_voice_warp_follows_a_pitch_shift_and_steadies_the_posteriors(caplog):
-    """30 s of real speech shifted by s semitones (formants with it, as another vocal tract)
-    is read through filters 2^(s/12) as high: measured 1.26x, 0.78x, 1.09x and 0.86x of the
-    unshifted voice's warp for +4, -4, +2 and -2 (2^(s/12): 1.26, 0.79, 1.12, 0.89). The
-    posteriors of the voice shifted 4 semitones down stay closer to the unshifted voice's
-    with the warp than without. (espeak-ng's formant voice is no test of it: its own warp
-    came out 0.72-0.85 on three texts, and shifted down it did not come out lower.)"""
-    from speech2lip.media import pitch_shift, read_audio
-
-    wav = read_audio(media("audio/english_60s.wav"), SAMPLE_RATE)[: SAMPLE_RATE * 30]
-    own = posteriors.estimate_warp(*posteriors.spectra(wav))
-    assert 0.8 < own < 1.25
-    for semitones in (4, -4, 2, -2):
-        shifted = posteriors.estimate_warp(*posteriors.spectra(pitch_shift(wav, semitones)))
-        assert shifted / own == pytest.approx(2 ** (semitones / 12), rel=0.05), semitones
-    low = pitch_shift(wav, -4)
-    with caplog.at_level("INFO", logger="speech2lip.data.posteriors"):
-        auto = np.abs(posteriors.class_posteriors(low) - posteriors.class_posteriors(wav)).mean()
-    assert "frequency warp" in caplog.text
-    plain = np.abs(posteriors.class_posteriors(low, warp=1.0)
-                   - posteriors.class_posteriors(wav, warp=1.0)).mean()  # fmt: skip
-    assert auto < 0.85 * plain, (auto, plain)
-
-
-def test_too_little_speech_is_heard_without_a_warp():
-    wav = _sentences()
-    short = wav[: SAMPLE_RATE * 8 // 10]  # 0.8 s: under WARP_MIN_FRAMES loud frames
-    assert posteriors.estimate_warp(*posteriors.spectra(short)) == 1.0
-    assert posteriors.estimate_warp(*posteriors.spectra(np.zeros(SAMPLE_RATE * 10))) == 1.0
-    np.testing.assert_array_equal(posteriors.class_posteriors(short),
-                                  posteriors.class_posteriors(short, warp=1.0))  # fmt: skip
 
 
 def test_all_silence_and_empty_audio_are_silence():

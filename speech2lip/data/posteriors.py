@@ -21,7 +21,6 @@ summing to 1.
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import struct
 from dataclasses import dataclass
@@ -31,8 +30,6 @@ import numpy as np
 from speech2lip.data.audio import HOP, MEL_WINDOW, SAMPLE_RATE, mel_start
 from speech2lip.data.phones import CLASS_OF, N_CLASSES, REINSTALL, SILENT_RMS
 from speech2lip.errors import Speech2LipError
-
-log = logging.getLogger(__name__)
 
 RATE = 100  # frames per second
 FRAME_HOP = SAMPLE_RATE // RATE
@@ -48,13 +45,6 @@ LOG_BASE = 1.0001  # the mixture weights' quantised log base, and their shift (1
 WEIGHT_SHIFT = 10
 VARIANCE_FLOOR = 1e-4  # pocketsphinx's default (-varfloor); without it 47 % of frames agree
 CHUNK = 256  # frames scored at a time (memory: 256 x 42 x 3 x 128 floats)
-# Vocal tract length normalisation (`estimate_warp`): the warps tried, log-spaced from 0.72 to
-# 1.38 (a -5.7 to +5.6 semitone shift; adult speakers' formants lie within about +-20 % of
-# one another, children's higher); where the linear part of the warp ends (share of Nyquist).
-WARPS = np.exp(np.linspace(np.log(0.72), np.log(1.38), 9))
-WARP_CUT = 0.85
-WARP_FRAMES = 800  # of the loudest half of the sounding 10 ms frames, at most this many ...
-WARP_MIN_FRAMES = 50  # ... and at least this many (about 1 s of speech), else no warp
 
 
 @dataclass(frozen=True)
@@ -199,26 +189,14 @@ def load_model() -> AcousticModel:
                          weights=weights)  # fmt: skip
 
 
-def warped(freqs: np.ndarray, warp: float) -> np.ndarray:
-    """Frequencies `freqs` (Hz) on a voice's frequency axis stretched by `warp` (vocal tract
-    length normalisation): `warp * f` up to a cut, then a straight line to Nyquist, so every
-    filter stays below it. `warp` < 1 reads a longer vocal tract's (lower) formants where the
-    model expects them."""
-    nyquist = SAMPLE_RATE / 2
-    cut = WARP_CUT * nyquist / max(warp, 1.0)
-    above = warp * cut + (nyquist - warp * cut) * (freqs - cut) / (nyquist - cut)
-    return np.where(freqs <= cut, warp * freqs, above)
-
-
-@functools.lru_cache(maxsize=32)
-def mel_filters(warp: float = 1.0) -> np.ndarray:
-    """`(25, N_FFT // 2 + 1)` triangular filters, equally spaced on the mel scale, their edges
-    `warped` by `warp`."""
+@functools.lru_cache(maxsize=1)
+def mel_filters() -> np.ndarray:
+    """`(25, N_FFT // 2 + 1)` triangular filters, equally spaced on the mel scale."""
     params = {k: float(v) for k, v in FRONT_END.items() if k in ("-lowerf", "-upperf", "-nfilt")}
     n = int(params["-nfilt"])
     mel = np.linspace(*(2595 * np.log10(1 + params[k] / 700) for k in ("-lowerf", "-upperf")),
                       n + 2)  # fmt: skip
-    edges = warped(700 * (10 ** (mel / 2595) - 1), warp)
+    edges = 700 * (10 ** (mel / 2595) - 1)
     freqs = np.arange(N_FFT // 2 + 1) * SAMPLE_RATE / N_FFT
     rising = (freqs[None] - edges[:-2, None]) / (edges[1:-1] - edges[:-2])[:, None]
     falling = (edges[2:, None] - freqs[None]) / (edges[2:] - edges[1:-1])[:, None]
@@ -226,70 +204,22 @@ def mel_filters(warp: float = 1.0) -> np.ndarray:
     return filters / np.maximum(filters.sum(axis=1, keepdims=True), 1e-12)
 
 
-def spectra(wav: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`(T, N_FFT // 2 + 1)` power spectra of 16 kHz `wav` (pre-emphasised, Hamming window),
-    frame t centred on sample t * 160, and `(T,)` True where the frame is digital silence
-    (below -80 dBFS)."""
+def cepstra(wav: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`(T, 13)` cepstra of 16 kHz `wav`, frame t centred on sample t * 160, and `(T,)` True
+    where the frame is digital silence (below -80 dBFS)."""
     x = np.asarray(wav, np.float64)
     x = np.concatenate([np.zeros(WINDOW // 2), x, np.zeros(WINDOW)])
     x[1:] -= PRE_EMPHASIS * x[:-1].copy()
     n = -(-len(wav) // FRAME_HOP)
     frames = np.lib.stride_tricks.sliding_window_view(x, WINDOW)[::FRAME_HOP][:n]
     silent = np.sqrt(np.mean(frames**2, axis=1)) < SILENT_RMS
-    return np.abs(np.fft.rfft(frames * np.hamming(WINDOW), N_FFT)) ** 2, silent
-
-
-def cepstra_of(power: np.ndarray, warp: float = 1.0) -> np.ndarray:
-    """`(T, 13)` liftered cepstra of power spectra `power` (`spectra`) through the filters
-    `warped` by `warp`."""
+    power = np.abs(np.fft.rfft(frames * np.hamming(WINDOW), N_FFT)) ** 2
+    log_mel = np.log(power @ mel_filters().T + 1e-12)
     from scipy.fft import dct
 
-    log_mel = np.log(power @ mel_filters(float(warp)).T + 1e-12)
     cep = dct(log_mel, type=2, norm="ortho", axis=1)[:, :N_CEPSTRA]
     lifter = int(FRONT_END["-lifter"])
-    return cep * (1 + lifter / 2 * np.sin(np.pi * np.arange(N_CEPSTRA) / lifter))
-
-
-def cepstra(wav: np.ndarray, warp: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
-    """`(T, 13)` cepstra of 16 kHz `wav` (filters `warped` by `warp`), frame t centred on
-    sample t * 160, and `(T,)` True where the frame is digital silence (below -80 dBFS)."""
-    power, silent = spectra(wav)
-    return cepstra_of(power, warp), silent
-
-
-def estimate_warp(power: np.ndarray, silent: np.ndarray) -> float:
-    """The frequency warp (`warped`) under which the acoustic model tells this voice's phones
-    apart most confidently (vocal tract length normalisation): the mean negative entropy of
-    the phone posteriors (`ACOUSTIC_SCALE`) over the loudest half of the sounding frames (at
-    most `WARP_FRAMES`, evenly spread) at each of `WARPS`, refined by a parabola through the
-    best and its neighbours. The posteriors, not the likelihood: the likelihood of warped
-    cepstra is biased across warps (no Jacobian), and on 6 s of a voice shifted up 4 semitones
-    it peaked at 0.78 where the shift calls for about 1.2. 1 (no warp) with under
-    `WARP_MIN_FRAMES` such frames: too little speech to tell."""
-    sounding = np.flatnonzero(~silent)
-    if len(sounding) < 2 * WARP_MIN_FRAMES:
-        return 1.0
-    energy = np.log(power[sounding].sum(axis=1) + 1e-12)
-    loud = sounding[energy >= np.median(energy)]
-    pick = loud[np.linspace(0, len(loud) - 1, min(len(loud), WARP_FRAMES)).astype(int)]
-    if len(pick) < WARP_MIN_FRAMES:
-        return 1.0
-    model = load_model()
-    fit = []
-    for w in WARPS:
-        scores = ACOUSTIC_SCALE * phone_scores(model, streams(cepstra_of(power, w), silent)[pick])
-        post = np.exp(scores - scores.max(axis=1, keepdims=True))
-        post /= post.sum(axis=1, keepdims=True)
-        fit.append(float(np.mean((post * np.log(np.maximum(post, 1e-30))).sum(axis=1))))
-    best = int(np.argmax(fit))
-    logs = np.log(WARPS)
-    if 0 < best < len(WARPS) - 1:  # the parabola's vertex through the best three
-        a, b, c = fit[best - 1 : best + 2]
-        step = logs[best + 1] - logs[best]
-        curve = a - 2 * b + c
-        shift = 0.5 * (a - c) / curve if curve < 0 else 0.0
-        return float(np.exp(logs[best] + step * np.clip(shift, -0.5, 0.5)))
-    return float(WARPS[best])
+    return cep * (1 + lifter / 2 * np.sin(np.pi * np.arange(N_CEPSTRA) / lifter)), silent
 
 
 def cepstral_mean(cep: np.ndarray, silent: np.ndarray) -> np.ndarray:
@@ -331,19 +261,12 @@ def phone_scores(model: AcousticModel, feats: np.ndarray) -> np.ndarray:
     return out
 
 
-def class_posteriors(
-    wav: np.ndarray, mean: np.ndarray | None = None, warp: float | None = None
-) -> np.ndarray:
+def class_posteriors(wav: np.ndarray, mean: np.ndarray | None = None) -> np.ndarray:
     """`(T, N_CLASSES) float32`: per 10 ms frame (centred on sample t * 160) the posterior
     share of each lip class; digital silence is silence. `mean`: the cepstral mean to take off
-    (None: the audio's own, `cepstral_mean`). `warp`: the voice's frequency warp (None: the
-    audio's own, `estimate_warp`; 1: none)."""
-    power, silent = spectra(wav)
-    if warp is None:
-        warp = estimate_warp(power, silent)
-        log.info("phone posteriors: the voice heard through a %.2fx frequency warp (vocal tract "
-                 "length normalisation)", warp)  # fmt: skip
-    return posteriors_of(cepstra_of(power, warp), silent, mean)
+    (None: the audio's own, `cepstral_mean`)."""
+    cep, silent = cepstra(wav)
+    return posteriors_of(cep, silent, mean)
 
 
 def posteriors_of(cep: np.ndarray, silent: np.ndarray, mean: np.ndarray | None) -> np.ndarray:
@@ -370,14 +293,11 @@ def at_mel_frames(shares: np.ndarray, mel_frames: np.ndarray, first: int = 0) ->
                      for c in range(N_CLASSES)]).astype(np.float32)  # fmt: skip
 
 
-def frame_ppg_windows(
-    wav: np.ndarray, n_frames: int, mean: np.ndarray | None = None, warp: float | None = None
-) -> np.ndarray:
+def frame_ppg_windows(wav: np.ndarray, n_frames: int, mean: np.ndarray | None = None) -> np.ndarray:
     """Per video frame i, the lip-class posteriors over the 16 mel frames its mel window spans
     (`frame_mel_windows`' alignment; each mel frame takes the posteriors at its centre,
     interpolated; past the audio's end, silence): `(n_frames, N_CLASSES, 16) float32`.
-    `mean`, `warp`: as `class_posteriors`."""
-    shares = class_posteriors(wav, mean, warp)
-    track = at_mel_frames(shares, np.arange(mel_start(n_frames) + MEL_WINDOW))
+    `mean`: as `class_posteriors`."""
+    track = at_mel_frames(class_posteriors(wav, mean), np.arange(mel_start(n_frames) + MEL_WINDOW))
     idx = mel_start(np.arange(n_frames))[:, None] + np.arange(MEL_WINDOW)[None]
     return np.ascontiguousarray(np.moveaxis(track[:, idx], 0, 1))

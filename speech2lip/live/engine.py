@@ -107,14 +107,11 @@ class LiveEngine:
 
         self.voice = SubjectVoice(data, files["audio"])
         self.cepstral_mean = None  # the phone posteriors' starting mean: the subject's own
-        self.voice_warp = 1.0  # ... and their frequency warp: the subject's own
         if "ppg" in self.fields:
-            from speech2lip.data import posteriors as pp
+            from speech2lip.data.posteriors import cepstra, cepstral_mean
             from speech2lip.inputs import read_clip_audio
 
-            power, silent = pp.spectra(read_clip_audio(files["audio"], n))
-            self.voice_warp = pp.estimate_warp(power, silent)
-            self.cepstral_mean = pp.cepstral_mean(pp.cepstra_of(power, self.voice_warp), silent)
+            self.cepstral_mean = cepstral_mean(*cepstra(read_clip_audio(files["audio"], n)))
         self.rest = self.rest_lips = None
         if silence:
             from speech2lip.data.voice import rest_frames

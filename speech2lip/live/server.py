@@ -55,8 +55,7 @@ class Session:
         self.ppg = "ppg" in engine.fields
         self.delay = lookahead(engine.radius, self.ppg) + PACKET / SAMPLE_RATE + budget
         self.scheduler = FrameScheduler(engine.radius, self.delay, ppg=self.ppg)
-        self.posteriors = (LivePosteriors(engine.cepstral_mean, warp=engine.voice_warp)
-                           if self.ppg else None)  # fmt: skip
+        self.posteriors = LivePosteriors(engine.cepstral_mean) if self.ppg else None
         cfg = engine.cfg
         vad = load_vad() if (engine.rest is not None or match_level) else None
         self.voice = VoiceTracker(vad, cfg.silence_min_frames, cfg.silence_ramp)

@@ -70,14 +70,12 @@ class LivePosteriors:
     features): each 10 ms frame scored once, when the audio its deltas reach has come, less a
     running cepstral mean: `prior` (the subject's own audio's) counted as `prior_frames`
     frames, then every sounding frame heard (offline takes the whole file's mean; `adapt`
-    False keeps `prior`). The front end's frequency warp is `warp` throughout (the subject's
-    own, `estimate_warp`; offline estimates each file's). The last `keep` frames are kept."""
+    False keeps `prior`). The last `keep` frames are kept."""
 
     GUARD = 5  # frames scored before the first kept: its window and deltas see real samples
 
     def __init__(self, prior: np.ndarray, prior_frames: int = 500, adapt: bool = True,
-                 keep: int = 400, warp: float = 1.0) -> None:  # fmt: skip
-        self.warp = float(warp)
+                 keep: int = 400) -> None:  # fmt: skip
         self.total = np.asarray(prior, np.float64) * prior_frames
         self.count = float(prior_frames)
         self.adapt, self.keep = adapt, keep
@@ -91,7 +89,7 @@ class LivePosteriors:
             return
         g = lo - self.GUARD
         wav = stream.samples(g * FRAME_HOP, (upto + 3) * FRAME_HOP + WINDOW // 2)
-        cep, silent = cepstra(wav * np.float32(gain), self.warp)
+        cep, silent = cepstra(wav * np.float32(gain))
         new = slice(lo - g, upto - g + 1)
         if self.adapt:
             sounding = ~silent[new]
