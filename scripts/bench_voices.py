@@ -103,15 +103,17 @@ def load_drivers(paths: list[str]) -> dict[str, dict]:
     return out
 
 
-def follow_drivers(regressor, basis, opts, drivers: dict, level_db: float | None) -> list[str]:
+def follow_drivers(regressor, basis, opts, drivers: dict, level_db, prior) -> list[str]:
     """Cells "name: r all / r speech" of the predicted opening against each driver's mouth,
-    and the mean over drivers."""
+    and the mean over drivers (heard as `render` hears them: at the subject's speech level
+    `level_db`, the posteriors' cepstral mean started from the subject's `prior`)."""
     from speech2lip.data.voice import match_level
 
     cells, rs = [], []
     for name, d in drivers.items():
         wav, _ = match_level(d["wav"], d["prob"], level_db)
-        ctx = mel_contexts(audio_windows(wav, opts.model.features), opts.model.audio_radius)
+        windows = audio_windows(wav, opts.model.features, name, prior)
+        ctx = mel_contexts(windows, opts.model.audio_radius)
         with torch.no_grad():
             opening = basis.opening(regressor(torch.as_tensor(ctx)).numpy())
         ok = np.isfinite(d["opening"])
@@ -138,12 +140,14 @@ def bench(
     voices = {f"{s:+g} st": pitch_shift(wav, s) for s in [0.0, *shifts]}
     voices["300-3400 Hz"] = narrow(wav, (300.0, 3400.0))
     voices["< 3 kHz"] = narrow(wav, 3000.0)
-    level_db = None
-    if drivers:  # the subject's speech level over its train frames, as render matches it
+    level_db = prior = None
+    if drivers:  # the subject's speech level and cepstral mean over its train frames, as render
+        from speech2lip.data.posteriors import cepstra, cepstral_mean
         from speech2lip.data.voice import speech_level, speech_probability
 
         span = wav[train[0] * SAMPLES_PER_FRAME : (train[-1] + 1) * SAMPLES_PER_FRAME]
         level_db = speech_level(span, speech_probability(span))
+        prior = cepstral_mean(*cepstra(span))
     for features, bands in (
         (f, b) for f in features_list for b in ((True, False) if compare else (True,))
     ):
@@ -167,7 +171,7 @@ def bench(
             r = np.corrcoef(opening, real)[0, 1]
             cells.append(f"{name}: r {r:.2f}, {opening.std() / real.std():.2f}x")
         if drivers:
-            cells += follow_drivers(regressor, basis, opts, drivers, level_db)
+            cells += follow_drivers(regressor, basis, opts, drivers, level_db, prior)
         heard = f"bands {list(opts.voice_bands)}"
         print(f"{root.name} | {features:10s} | {heard:14s} | " + " | ".join(cells)
               + f" | {time.monotonic() - t0:.0f} s", flush=True)  # fmt: skip

@@ -52,24 +52,21 @@ def speech_and_backgrounds(data, audio, driving, start_frame: int):
 
 def heard(data, audio, wav, driving, cfg: RenderConfig, features: str):
     """What the model hears: (the output frames' audio windows, the subject's voice, the
-    output frames' speech probability, what noise suppression did), the voice and
-    probability None when neither `render.silence` nor level matching needs them. The test
-    split's windows come from the warp shards (its own voice); driving audio's are computed
-    here once, denoised with `render.denoise` and brought to the subject's level with
-    `render.match_level` (for the features only: the video keeps the audio as it is). The
-    caller rests the mouth in silent spans."""
-    from speech2lip.data.batches import audio_windows, read_audio
+    output frames' speech probability, what noise suppression did); for the test split the
+    voice and probability are None unless `render.silence` needs them. The test split's
+    windows come from the warp shards (its own voice); driving audio's are computed here once,
+    denoised with `render.denoise`, brought to the subject's level with `render.match_level`
+    (for the features only: the video keeps the audio as it is) and its phone posteriors'
+    cepstral mean started from the subject's. The caller rests the mouth in silent spans."""
+    from speech2lip.data.batches import read_audio
     from speech2lip.data.voice import speech_probability
 
     n = len(wav) // SAMPLES_PER_FRAME
-    matching = driving is not None and cfg.match_level
-    voice = SubjectVoice(data, audio) if cfg.silence or matching else None
+    voice = SubjectVoice(data, audio) if cfg.silence or driving is not None else None
     if driving is None:
         prob = speech_probability(wav, n) if voice is not None else None
         return read_audio(data, data.split_ids("test"), features), voice, prob, None
-    wav, prob, noise = clean_speech(wav, cfg, f"driving audio {driving}", voice is not None)
-    if voice is None:
-        return audio_windows(wav, features, str(driving)), None, None, noise
+    wav, prob, noise = clean_speech(wav, cfg, f"driving audio {driving}", True)
     return voice.heard(wav, prob, features, str(driving), cfg), voice, prob, noise
 
 

@@ -117,3 +117,40 @@ def test_warp_stores_the_posteriors_of_the_clips_audio(demo_warp, demo_geometry)
     ids = np.arange(len(data))
     np.testing.assert_allclose(data.read_field("ppg", ids),
                                posteriors.frame_ppg_windows(wav, len(data)), atol=1e-5)  # fmt: skip
+
+
+def test_a_prior_cepstral_mean_counts_as_its_frames():
+    cep = np.arange(12 * 13, dtype=np.float64).reshape(12, 13)
+    silent = np.zeros(12, bool)
+    silent[:4] = True
+    prior = np.full(13, -5.0)
+    got = posteriors.cepstral_mean(cep, silent, prior)
+    want = (cep[4:].sum(axis=0) + posteriors.PRIOR_FRAMES * prior) / (8 + posteriors.PRIOR_FRAMES)
+    np.testing.assert_allclose(got, want)
+    np.testing.assert_allclose(posteriors.cepstral_mean(cep, np.ones(12, bool), prior), prior)
+    np.testing.assert_allclose(posteriors.cepstral_mean(cep, silent), cep[4:].mean(axis=0))
+
+
+def test_driving_audio_starts_its_posteriors_mean_from_the_subjects(demo_warp, demo_geometry):
+    """A few seconds of the subject's own speech heard as driving audio: with the subject's
+    cepstral mean as the prior (render's and evaluate's path), the posteriors come closer to
+    the ones warp scored over the whole clip than with the cut's own mean alone."""
+    from speech2lip.config import RenderConfig
+    from speech2lip.data.batches import audio_windows
+    from speech2lip.data.shards import WarpData
+    from speech2lip.inputs import read_clip_audio
+    from speech2lip.renderer import SubjectVoice
+
+    data = WarpData(demo_warp / "index.json")
+    audio = demo_geometry / "resample/audio.wav"
+    wav = read_clip_audio(audio, len(data))
+    ids = np.arange(20, 70)  # 2 s of the 3.7 s clip
+    cut = wav[ids[0] * SAMPLES_PER_FRAME : (ids[-1] + 1) * SAMPLES_PER_FRAME]
+    voice = SubjectVoice(data, audio)
+    whole = data.read_field("ppg", ids)
+    cfg = RenderConfig(match_level=False)
+    heard = voice.heard(cut, None, "ppg", "cut", cfg)
+    alone = audio_windows(cut, "ppg")
+    inner = slice(3, -3)  # the cut's edges lack their neighbours' audio either way
+    near, far = (np.abs(w[inner] - whole[inner]).mean() for w in (heard, alone))
+    assert near < far, (near, far)

@@ -52,18 +52,25 @@ def join_audio(windows: dict[str, np.ndarray], features: str | None) -> np.ndarr
     return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
 
-def audio_windows(wav: np.ndarray, features: str, source: str = "audio") -> np.ndarray:
+def audio_windows(
+    wav: np.ndarray, features: str, source: str = "audio", prior: np.ndarray | None = None
+) -> np.ndarray:
     """The audio windows `(n, rows, 16)` the model hears (`features`) for 16 kHz mono `wav` of
     n whole frames (phones decoded, or their posteriors scored, only when the model uses them;
-    `source` names the audio in a decoding error)."""
+    `source` names the audio in a decoding error; `prior`: the posteriors' prior cepstral
+    mean, `posteriors.cepstral_mean`)."""
     from speech2lip.data.audio import frame_mel_windows
     from speech2lip.data.phones import frame_phone_windows
-    from speech2lip.data.posteriors import frame_ppg_windows
+    from speech2lip.data.posteriors import cepstra, cepstral_mean, frame_ppg_windows
 
     n = len(wav) // SAMPLES_PER_FRAME
+
+    def ppg() -> np.ndarray:
+        mean = None if prior is None else cepstral_mean(*cepstra(wav), prior)
+        return frame_ppg_windows(wav, n, mean)
+
     make = {"mel": lambda: frame_mel_windows(wav, n),
-            "phones": lambda: frame_phone_windows(wav, n, source),
-            "ppg": lambda: frame_ppg_windows(wav, n)}  # fmt: skip
+            "phones": lambda: frame_phone_windows(wav, n, source), "ppg": ppg}  # fmt: skip
     return join_audio({f: make[f]() for f in audio_fields(features)}, features)
 
 

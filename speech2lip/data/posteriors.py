@@ -45,6 +45,7 @@ LOG_BASE = 1.0001  # the mixture weights' quantised log base, and their shift (1
 WEIGHT_SHIFT = 10
 VARIANCE_FLOOR = 1e-4  # pocketsphinx's default (-varfloor); without it 47 % of frames agree
 CHUNK = 256  # frames scored at a time (memory: 256 x 42 x 3 x 128 floats)
+PRIOR_FRAMES = 500  # 10 ms frames a prior cepstral mean counts as (`cepstral_mean`)
 
 
 @dataclass(frozen=True)
@@ -222,8 +223,18 @@ def cepstra(wav: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return cep * (1 + lifter / 2 * np.sin(np.pi * np.arange(N_CEPSTRA) / lifter)), silent
 
 
-def cepstral_mean(cep: np.ndarray, silent: np.ndarray) -> np.ndarray:
-    """`(13,)`: the mean cepstrum over the sounding frames (all of them if none sounds)."""
+def cepstral_mean(
+    cep: np.ndarray, silent: np.ndarray, prior: np.ndarray | None = None
+) -> np.ndarray:
+    """`(13,)`: the mean cepstrum over the sounding frames (all of them if none sounds); with
+    `prior` (the subject's own speech's), that counted as `PRIOR_FRAMES` frames too, as live
+    mode's running mean starts. A few seconds of speech give a poor mean on their own: the
+    test split of macron (5 s) heard alone lost 5.5 % of LMD against its whole clip's
+    features, 1.2 % with the prior."""
+    if prior is not None:
+        sounding = ~silent
+        total = cep[sounding].sum(axis=0) + PRIOR_FRAMES * np.asarray(prior, np.float64)
+        return total / (int(sounding.sum()) + PRIOR_FRAMES)
     sounding = ~silent if (~silent).any() else np.ones_like(silent)
     return cep[sounding].mean(axis=0) if len(cep) else np.zeros(N_CEPSTRA)
 

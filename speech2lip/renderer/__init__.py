@@ -259,9 +259,11 @@ def clean_speech(
 
 class SubjectVoice:
     """The subject's own voice, for driving audio: where its clip has speech (silero-vad, per
-    frame) and how loud its speech is over the train split. Computed once per render."""
+    frame), how loud its speech is and its cepstral mean (the phone posteriors' prior) over
+    the train split. Computed once per render."""
 
     def __init__(self, data, audio) -> None:
+        from speech2lip.data.posteriors import cepstra, cepstral_mean
         from speech2lip.data.voice import speech_level, speech_probability
         from speech2lip.inputs import read_clip_audio
 
@@ -271,6 +273,7 @@ class SubjectVoice:
         train = data.split_ids("train")
         lo, hi = train[0] * SAMPLES_PER_FRAME, (train[-1] + 1) * SAMPLES_PER_FRAME
         self.level_db = speech_level(wav[lo:hi], self.prob[train])
+        self.cepstral_mean = cepstral_mean(*cepstra(wav[lo:hi]))
 
     def heard(self, wav: np.ndarray, prob: np.ndarray, features: str, source: str, cfg):
         """The model's audio windows of driving `wav` (speech probability `prob` per frame):
@@ -284,7 +287,7 @@ class SubjectVoice:
                          "for the features", gain, self.level_db)  # fmt: skip
         from speech2lip.data.batches import audio_windows
 
-        return audio_windows(wav, features, source)
+        return audio_windows(wav, features, source, self.cepstral_mean)
 
     def rest_in_silence(self, renderer: Renderer, prob: np.ndarray, cfg: RenderConfig):
         """The silent runs of output frames with speech probability `prob`: their mouths move to
