@@ -61,16 +61,12 @@ def audio_windows(
     mean, `posteriors.cepstral_mean`)."""
     from speech2lip.data.audio import frame_mel_windows
     from speech2lip.data.phones import frame_phone_windows
-    from speech2lip.data.posteriors import cepstra, cepstral_mean, frame_ppg_windows
+    from speech2lip.data.posteriors import frame_ppg_windows
 
     n = len(wav) // SAMPLES_PER_FRAME
-
-    def ppg() -> np.ndarray:
-        mean = None if prior is None else cepstral_mean(*cepstra(wav), prior)
-        return frame_ppg_windows(wav, n, mean)
-
     make = {"mel": lambda: frame_mel_windows(wav, n),
-            "phones": lambda: frame_phone_windows(wav, n, source), "ppg": ppg}  # fmt: skip
+            "phones": lambda: frame_phone_windows(wav, n, source),
+            "ppg": lambda: frame_ppg_windows(wav, n, prior=prior)}  # fmt: skip
     return join_audio({f: make[f]() for f in audio_fields(features)}, features)
 
 

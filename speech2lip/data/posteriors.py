@@ -272,11 +272,15 @@ def phone_scores(model: AcousticModel, feats: np.ndarray) -> np.ndarray:
     return out
 
 
-def class_posteriors(wav: np.ndarray, mean: np.ndarray | None = None) -> np.ndarray:
+def class_posteriors(
+    wav: np.ndarray, mean: np.ndarray | None = None, prior: np.ndarray | None = None
+) -> np.ndarray:
     """`(T, N_CLASSES) float32`: per 10 ms frame (centred on sample t * 160) the posterior
     share of each lip class; digital silence is silence. `mean`: the cepstral mean to take off
-    (None: the audio's own, `cepstral_mean`)."""
+    (None: the audio's own, `cepstral_mean`, started from `prior` when given)."""
     cep, silent = cepstra(wav)
+    if mean is None and prior is not None:
+        mean = cepstral_mean(cep, silent, prior)
     return posteriors_of(cep, silent, mean)
 
 
@@ -304,11 +308,14 @@ def at_mel_frames(shares: np.ndarray, mel_frames: np.ndarray, first: int = 0) ->
                      for c in range(N_CLASSES)]).astype(np.float32)  # fmt: skip
 
 
-def frame_ppg_windows(wav: np.ndarray, n_frames: int, mean: np.ndarray | None = None) -> np.ndarray:
+def frame_ppg_windows(
+    wav: np.ndarray, n_frames: int, mean: np.ndarray | None = None, prior: np.ndarray | None = None
+) -> np.ndarray:
     """Per video frame i, the lip-class posteriors over the 16 mel frames its mel window spans
     (`frame_mel_windows`' alignment; each mel frame takes the posteriors at its centre,
     interpolated; past the audio's end, silence): `(n_frames, N_CLASSES, 16) float32`.
-    `mean`: as `class_posteriors`."""
-    track = at_mel_frames(class_posteriors(wav, mean), np.arange(mel_start(n_frames) + MEL_WINDOW))
+    `mean`, `prior`: as `class_posteriors`."""
+    shares = class_posteriors(wav, mean, prior)
+    track = at_mel_frames(shares, np.arange(mel_start(n_frames) + MEL_WINDOW))
     idx = mel_start(np.arange(n_frames))[:, None] + np.arange(MEL_WINDOW)[None]
     return np.ascontiguousarray(np.moveaxis(track[:, idx], 0, 1))

@@ -106,12 +106,8 @@ class LiveEngine:
         self.backgrounds = [source[int(k)] for k in self.ids]
 
         self.voice = SubjectVoice(data, files["audio"])
-        self.cepstral_mean = None  # the phone posteriors' starting mean: the subject's own
-        if "ppg" in self.fields:
-            from speech2lip.data.posteriors import cepstra, cepstral_mean
-            from speech2lip.inputs import read_clip_audio
-
-            self.cepstral_mean = cepstral_mean(*cepstra(read_clip_audio(files["audio"], n)))
+        # the phone posteriors' starting mean: the subject's own (its train split's, as offline)
+        self.cepstral_mean = self.voice.cepstral_mean if "ppg" in self.fields else None
         self.rest = self.rest_lips = None
         if silence:
             from speech2lip.data.voice import rest_frames

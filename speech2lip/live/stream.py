@@ -29,7 +29,14 @@ from speech2lip.data.audio import (
     mel_start,
     melspectrogram,
 )
-from speech2lip.data.posteriors import FRAME_HOP, WINDOW, at_mel_frames, cepstra, posteriors_of
+from speech2lip.data.posteriors import (
+    FRAME_HOP,
+    PRIOR_FRAMES,
+    WINDOW,
+    at_mel_frames,
+    cepstra,
+    posteriors_of,
+)
 from speech2lip.data.voice import CHUNK, HANGOVER, THRESHOLD
 
 PACKET = SAMPLE_RATE // 50  # 20 ms: WebRTC's audio packets
@@ -74,7 +81,7 @@ class LivePosteriors:
 
     GUARD = 5  # frames scored before the first kept: its window and deltas see real samples
 
-    def __init__(self, prior: np.ndarray, prior_frames: int = 500, adapt: bool = True,
+    def __init__(self, prior: np.ndarray, prior_frames: int = PRIOR_FRAMES, adapt: bool = True,
                  keep: int = 400) -> None:  # fmt: skip
         self.total = np.asarray(prior, np.float64) * prior_frames
         self.count = float(prior_frames)
