@@ -83,6 +83,12 @@ def fill_holes(grid: Tensor, valid: Tensor, rounds: int = HOLE_ROUNDS) -> tuple[
     return g.permute(0, 2, 3, 1), v[:, 0]
 
 
+def on_base(drawn: Tensor, base: Tensor) -> Tensor:
+    """Lip colours drawn as differences from `base` (`lips_base: mean`): the model's output
+    in 0..1 is read as a change of -1..1, 0.5 meaning none."""
+    return (base + 2 * drawn - 1).clamp(0, 1)
+
+
 class Speech2Lip(nn.Module):
     """Built from the warp output's canonical data (`WarpData.canonical`) and `ModelSizes`."""
 
@@ -125,6 +131,15 @@ class Speech2Lip(nn.Module):
             self.lips = ImplicitLips(sizes.audio_dim + self.shape_dim, sizes.uv_freqs,
                                      sizes.time_freqs, sizes.lips_width, sizes.lips_layers,
                                      sizes.lips_skip, int(sizes.lips_grid or 0))  # fmt: skip
+        # `lips_base: mean`: the implicit lips are drawn as differences from the train frames'
+        # mean canonical lips (set by training, saved with the weights), so the skin speech
+        # does not move keeps the video's detail instead of the small MLP's blur
+        self.register_buffer("lips_base", None)
+        if sizes.lips_base == "mean" and not self.conv_lips:
+            self.lips_base = torch.zeros(3, lh, lw)
+            with torch.no_grad():  # start from the base itself: no difference drawn
+                self.lips.out.weight.zero_()
+                self.lips.out.bias.zero_()
         self.depth = CanonicalDepth(depth[ey : ey + eh, ex : ex + ew])
         self.paste_fit = bool(sizes.paste_fit)  # the paste's colours and edge fitted to the frame
         self.blend = BlendNet(sizes.blend_channels)
@@ -167,7 +182,20 @@ class Speech2Lip(nn.Module):
             rgb = render_points(self.lips, uv, code, time, cell, random=True)
         else:  # the same estimator with the target centred, on the shared pixel corners
             rgb = render_lattice(self.lips, lw, lh, code, time)
-        return rgb.reshape(-1, lh, lw, 3).permute(0, 3, 1, 2)
+        lips = rgb.reshape(-1, lh, lw, 3).permute(0, 3, 1, 2)
+        if self.lips_base is None:
+            return lips
+        base = self.lips_base if scale == 1 else F.adaptive_avg_pool2d(self.lips_base, (lh, lw))
+        return on_base(lips, base[None])
+
+    def lips_at(self, pix: Tensor, code: Tensor, time: Tensor | None) -> Tensor:
+        """The implicit lips at pixels `pix` `(B, P)` (flat indices into the lip crop) of
+        each frame, `(B, P, 3)` (training's random-pixel L_m)."""
+        time = time if self.lips.use_time else None
+        rgb = render_points(self.lips, self.uv[pix], code, time, self.cell, random=True)
+        if self.lips_base is None:
+            return rgb
+        return on_base(rgb, self.lips_base.flatten(1).T[pix])
 
     def lip_depth(self) -> Tensor:
         """The learned D_c over the lip box `(1, lh, lw)`."""

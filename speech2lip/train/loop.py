@@ -29,7 +29,7 @@ from speech2lip.data.batches import (
 )
 from speech2lip.data.shards import WarpData
 from speech2lip.errors import Speech2LipError
-from speech2lip.models import black_holes, render_points
+from speech2lip.models import black_holes
 from speech2lip.models.assembled import Speech2Lip
 from speech2lip.models.expert import window_starts
 from speech2lip.progress import Progress
@@ -69,6 +69,20 @@ def lips_pixel_prob(data: WarpData, train_ids: np.ndarray, focus: float) -> np.n
     if focus <= 0 or std.sum() <= 0:
         return uniform
     return (1 - focus) * uniform + focus * std / std.sum()
+
+
+def mean_lips(data: WarpData, train_ids: np.ndarray) -> np.ndarray:
+    """The train frames' mean canonical lips `(3, lh, lw)` in 0..1, each pixel over the frames
+    where it is valid (the plain mean where it never is)."""
+    total = count = plain = 0.0
+    ids = np.sort(train_ids)
+    for start in range(0, len(ids), 64):
+        chunk = ids[start : start + 64]
+        lips = data.read_field("canonical_lips", chunk).astype(np.float64) / 255
+        mask = data.read_field("canonical_mask", chunk).astype(np.float64)[..., None]
+        total, count, plain = total + (lips * mask).sum(0), count + mask.sum(0), plain + lips.sum(0)
+    mean = np.where(count > 0, total / np.maximum(count, 1), plain / len(train_ids))
+    return mean.transpose(2, 0, 1).astype(np.float32)
 
 
 def lr_scale(step: int, steps: int, final: float, spent: float = 0.0) -> float:
@@ -155,8 +169,7 @@ def losses(
             pix = torch.randint(0, n_pix, (b, opts.lips_pixels), device=target.device)
         else:  # more of them where the lips move (mouth interior, lip edges)
             pix = torch.multinomial(pixel_prob.expand(b, -1), opts.lips_pixels, replacement=True)
-        time_ = batch["time"] if model.lips.use_time else None
-        rgb = render_points(model.lips, model.uv[pix], code, time_, model.cell, random=True)
+        rgb = model.lips_at(pix, code, batch["time"])
         want = target.flatten(2).transpose(1, 2).gather(1, pix[..., None].expand(-1, -1, 3))
         keep = mask.flatten(1).gather(1, pix).to(rgb.dtype)
         out = {"lips": (((rgb - want) ** 2).mean(-1) * keep).sum() / keep.sum().clamp(min=1)}
@@ -272,6 +285,11 @@ def train(
             f"the train split has {len(train_ids)} frames, fewer than train.batch_frames "
             f"({opts.batch_frames})"
         )
+    if model.lips_base is not None:  # (a resumed run's is the same)
+        model.lips_base.copy_(torch.from_numpy(mean_lips(data, train_ids)))
+    elif opts.model.lips_base == "mean":
+        log.info("train: lips_base: mean applies to the implicit lip model only; the "
+                 "convolutional decoder draws its lips whole")  # fmt: skip
     shapes = None
     if model.shape is not None:
         shapes, fitted = lip_shapes(data, train_ids, opts, wav)
