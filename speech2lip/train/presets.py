@@ -16,14 +16,14 @@ PRESETS: dict[str, TrainConfig] = {
     # (obama 0.60 -> 0.64, macron 0.58 -> 0.65, demo 0.85 -> 0.87), and the rendered test
     # splits' r by 0.01-0.03 (docs/benchmarks.md). Lips drawn on the train frames' mean lips:
     # over two seeds the demo's LMD 1.71 / 2.16 -> 1.55 / 1.62 px, macron's -8 to -9 %, obama's
-    # opening r +0.03 (but its LMD +5-7 % and PSNR -0.1 to -0.4 dB). Eight sine frequencies of
-    # (u, v), not six (the finest a period of 0.75-1.1 crop pixels): over two seeds CPBD
-    # nearer the ground truth's on all three clips, LMD -1 to -7 % on obama and the demo, +3
-    # to +6 % on macron.
+    # opening r +0.03 (but its LMD +5-7 % and PSNR -0.1 to -0.4 dB). Seven sine frequencies
+    # of (u, v) (the finest a period of 1.5-2.3 crop pixels), not eight: over two seeds the
+    # real clips' opening r +0.04-0.05 on obama and +0.01-0.04 on macron, LMD -4 to 0 % and
+    # -6 to -4 %, the demo's LMD +1 to +3 % (docs/benchmarks.md; six drew softer lips).
     "demo": TrainConfig(
         preset="demo", steps=1000, batch_frames=16, lips_pixels=1024, mouth_frames=1, lr=2e-3,
         mouth_start=150, sync_weight=0.003, sync_start=350,
-        model=ModelSizes(lips_width=64, lips_layers=4, lips_skip=2, uv_freqs=8, time_freqs=0,
+        model=ModelSizes(lips_width=64, lips_layers=4, lips_skip=2, uv_freqs=7, time_freqs=0,
                          lips_grid=0, lips_decoder="implicit", audio_dim=32, audio_radius=2,
                          blend_channels=(16, 32, 64), shape_dim=8, features="mel+ppg",
                          paste_fit=False, lips_base="mean"),
