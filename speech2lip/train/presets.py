@@ -18,8 +18,8 @@ PRESETS: dict[str, TrainConfig] = {
     # over two seeds the demo's LMD 1.71 / 2.16 -> 1.55 / 1.62 px, macron's -8 to -9 %, obama's
     # opening r +0.03 (but its LMD +5-7 % and PSNR -0.1 to -0.4 dB). Seven sine frequencies
     # of (u, v) (the finest a period of 1.5-2.3 crop pixels), not eight: over two seeds the
-    # real clips' opening r +0.04-0.05 on obama and +0.01-0.04 on macron, LMD -4 to 0 % and
-    # -6 to -4 %, the demo's LMD +1 to +3 % (docs/benchmarks.md; six drew softer lips).
+    # real clips' opening r +0.04-0.05 on obama and +0.01-0.04 on macron, LMD -4.2 / +0.3 %
+    # and -6 / -4 %, the demo's LMD +1 to +3 % (docs/benchmarks.md; six drew softer lips).
     "demo": TrainConfig(
         preset="demo", steps=1000, batch_frames=16, lips_pixels=1024, mouth_frames=1, lr=2e-3,
         mouth_start=150, sync_weight=0.003, sync_start=350,
