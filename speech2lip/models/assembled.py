@@ -176,12 +176,11 @@ class Speech2Lip(nn.Module):
         if self.conv_lips:
             lips = self.lips(code)
             return lips if scale == 1 else F.adaptive_avg_pool2d(lips, (lh, lw))
-        if random:
-            uv, cell = (self.uv, self.cell) if scale == 1 else crop_uv(lw, lh, code.device)
-            uv = uv.unsqueeze(0).expand(code.shape[0], -1, -1)
-            rgb = render_points(self.lips, uv, code, time, cell, random=True)
-        else:  # the same estimator with the target centred, on the shared pixel corners
-            rgb = render_lattice(self.lips, lw, lh, code, time)
+        # Training (`random`): the target at a random place of its pixel, one place per frame,
+        # so the pixels share their corners (a quarter of the model's points; per pixel the
+        # same estimate as `render_points(random=True)`). Rendering: the target centred.
+        frac = torch.rand(code.shape[0], 2, device=code.device) if random else None
+        rgb = render_lattice(self.lips, lw, lh, code, time, frac)
         lips = rgb.reshape(-1, lh, lw, 3).permute(0, 3, 1, 2)
         if self.lips_base is None:
             return lips
