@@ -113,18 +113,34 @@ def fit_ridge(
     y = y - bias
     anchors = np.unique(np.linspace(0, len(z) - 1, min(len(z), MAX_ANCHORS)).round().astype(int))
 
-    def solve(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Weights over the anchors among `rows` (subset of regressors when they are fewer)."""
+    totals = None  # every row's kernel sums against every anchor (`sums`), once
+
+    def sums(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Over `rows`: sum of k_ra^T k_ra `(M, M)` and of k_ra^T y `(M, k)`, every anchor."""
+        gram, rhs = np.zeros((len(anchors), len(anchors))), np.zeros((len(anchors), y.shape[1]))
+        for chunk in _chunks(len(rows)):
+            k_ra = _kernel(z[rows[chunk]], z[anchors], n_features)
+            gram += k_ra.T @ k_ra
+            rhs += k_ra.T @ y[rows[chunk]]
+        return gram, rhs
+
+    def solve(rows: np.ndarray, left_out: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+        """Weights over the anchors among `rows` (subset of regressors when they are fewer);
+        `left_out`: the rows that are not in `rows` (a fold): its sums are taken off every
+        row's, so a fold's fit costs its own rows' kernels, not the other folds' again."""
+        nonlocal totals
         keep = np.intersect1d(anchors, rows)
         k_aa = _kernel(z[keep], z[keep], n_features)
         if len(keep) == len(rows):  # exact kernel ridge
             return keep, np.linalg.solve(k_aa + ridge * np.eye(len(rows)), y[rows])
-        gram, rhs = ridge * k_aa, np.zeros((len(keep), y.shape[1]))
-        for chunk in _chunks(len(rows)):
-            k_ra = _kernel(z[rows[chunk]], z[keep], n_features)
-            gram += k_ra.T @ k_ra
-            rhs += k_ra.T @ y[rows[chunk]]
-        return keep, np.linalg.solve(gram + 1e-8 * np.eye(len(keep)), rhs)
+        if totals is None:
+            totals = sums(np.arange(len(z)))
+        gram, rhs = totals
+        if left_out is not None:
+            gram, rhs = (t - p for t, p in zip(totals, sums(left_out), strict=True))
+        at = np.searchsorted(anchors, keep)
+        gram = ridge * k_aa + gram[np.ix_(at, at)]
+        return keep, np.linalg.solve(gram + 1e-8 * np.eye(len(keep)), rhs[at])
 
     keep, weight = solve(np.arange(len(z)))
     k = y.shape[1]
@@ -134,7 +150,7 @@ def fit_ridge(
     if folds >= 2 and len(frames) >= 4 * folds:
         for block in np.array_split(frames, folds):
             part = np.flatnonzero(np.isin(times, block))
-            fold_keep, fold_weight = solve(np.setdiff1d(np.arange(len(z)), part))
+            fold_keep, fold_weight = solve(np.setdiff1d(np.arange(len(z)), part), part)
             cv[part] = _kernel(z[part], z[fold_keep], n_features) @ fold_weight
         spread = cv.std(axis=0)
         r = np.array([np.corrcoef(cv[:, j], y[:, j])[0, 1] if spread[j] > 0 else np.nan
