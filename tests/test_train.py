@@ -424,3 +424,24 @@ def test_lip_coverage_sees_the_background_show_through_a_rough_depth(demo_warp):
     assert inside > 1000 and covered / inside > 0.98 and rough / inside < 0.9, (covered, rough)
     filled, _ = lip_coverage(model, b)  # rendering fills specks: never less
     assert filled > rough
+
+
+def test_heldout_scores_solve_c2o_once_per_batch(demo_warp):
+    """The coverage re-uses the C2O the batch was drawn with: the same figure as solving it
+    again, at half the solves."""
+    from speech2lip.data.batches import to_tensors
+    from speech2lip.train.heldout import heldout_scores, lip_coverage
+
+    data = WarpData(demo_warp / "index.json")
+    ids = data.split_ids("test")[:6]
+    torch.manual_seed(0)
+    model = Speech2Lip(data.canonical, TINY).eval()
+    calls = []
+    solve = model.c2o
+    model.c2o = lambda *a, **k: calls.append(1) or solve(*a, **k)
+    scores = heldout_scores(model, data, ids, TINY.audio_radius, "cpu")
+    assert len(calls) == 1
+    b = to_tensors(data, ids, TINY.audio_radius, "cpu", TINY.features)
+    covered, inside = lip_coverage(model, b)  # solved afresh
+    assert len(calls) == 2
+    assert scores["lip_coverage"] == pytest.approx(covered / inside, abs=1e-6)

@@ -276,19 +276,23 @@ class Speech2Lip(nn.Module):
         iterations: int = 4,
         lips: Tensor | None = None,
         cond: Tensor | None = None,
+        c2o: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Render time: audio (`mel_context` `(B, 2r+1, 80, 16)`) -> canonical lips (the
         render-time estimator) -> C2O from the learned D_c into background mouth boxes
         `mouth` `(B, 3, eh, ew)` at `origin` with poses `t_co` -> paste -> Blend-Net.
         `lips` `(B, 3, lh, lw)` replaces the generated lips (baselines); `cond` the
-        conditioning computed from `mel_context` (the renderer's rest blend). Returns (mouth
-        boxes in 0..1, the canonical lips)."""
+        conditioning computed from `mel_context` (the renderer's rest blend); `c2o` the
+        (grid, validity) of `self.c2o` for these frames, when the caller has them. Returns
+        (mouth boxes in 0..1, the canonical lips)."""
         if lips is None:
             if cond is None:
                 cond, _ = self.condition(mel_context)
             lips = self.canonical_lips(cond, time, random=False)
-        grid, valid = self.c2o(t_co, origin, init=grid_init, init_valid=valid_init,
-                               iterations=iterations)  # fmt: skip
+        if c2o is None:
+            c2o = self.c2o(t_co, origin, init=grid_init, init_valid=valid_init,
+                           iterations=iterations)  # fmt: skip
+        grid, valid = c2o
         return self.compose(lips, mouth, grid, valid).clamp(0, 1), lips
 
     def depth_photometric(self, mouth: Tensor, origin: Tensor, t_co: Tensor) -> Tensor:

@@ -147,20 +147,6 @@ class StepReport:
         save_png(self.out_dir / "previews" / f"step_{step:06d}.png", img)
 
 
-def final_sync(model, data, radius: int, device: str, sync_expert) -> dict | None:
-    """The expert's view of the whole generated test split (None without an expert)."""
-    from speech2lip.train.heldout import heldout_scores
-
-    if sync_expert is None:
-        return None
-    sync = heldout_scores(model, data, data.split_ids("test"), radius, device,
-                          expert=sync_expert).get("sync")  # fmt: skip
-    if sync:
-        log.info("train: the sync expert on the generated test split: offset %+d, "
-                 "confidence %.3f", sync["offset"], sync["confidence"])  # fmt: skip
-    return sync
-
-
 def warn_if_behind(final: float, static: float, mean_mouth: float, guided: bool = False,
                    coverage: float = 1.0) -> None:  # fmt: skip
     """Say so when the model does not beat the static or the mean mouth on held-out frames
@@ -240,7 +226,6 @@ def run(index, out_dir, cfg: TrainConfig, threads: int = 1, resume: str = "auto"
         report.score(steps, model)
     scores = report.scored.get(steps) or heldout_scores(model, data, test, radius, dev)
     final = scores["lips_psnr_db"]
-    sync = final_sync(model, data, radius, dev, sync_expert)
     save_model(out_dir / "model.pt", model, opts, data)
     loss_curve(out_dir / "loss_curve.png", out_dir / "train_log.csv", report.csv, static)
     summary = {
@@ -252,7 +237,7 @@ def run(index, out_dir, cfg: TrainConfig, threads: int = 1, resume: str = "auto"
         "lip_shape_guidance": getattr(model, "guidance", None),
         "static_mouth_psnr_db": static,
         "beats_static_mouth": final > static, "mean_mouth_psnr_db": mean_mouth,
-        "beats_mean_mouth": final > mean_mouth, "heldout_sync": sync,
+        "beats_mean_mouth": final > mean_mouth,
         "perceptual": getattr(perceptual, "name", "off (perceptual_weight 0)"),
         "sync_loss": sync_state,
         "precision": pick_precision(opts.precision, torch.device(dev).type),

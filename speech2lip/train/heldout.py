@@ -1,7 +1,7 @@
 """Held-out evaluation during and after training: canonical-lips and mouth-box PSNR, how much
-of the lip crop the composition covers, the audio-blind baselines (static mouth, mean mouth),
-and the sync expert's view of generated 5-frame windows (offset curve and confidence, as the
-`sync_expert` stage checks ground truth).
+of the lip crop the composition covers, the audio-blind baselines (static mouth, mean mouth).
+The sync expert's view of the generated test split is `evaluate`'s sync proxy (on the rendered
+video), not training's.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import torch
 from speech2lip.data.batches import to_tensors
 from speech2lip.data.shards import WarpData
 from speech2lip.models.assembled import HOLE_ROUNDS, Speech2Lip, fill_holes
-from speech2lip.models.expert import curve_summary, offset_curve, resize_crops, window_starts
 
 
 def _psnr(err: float, count: float) -> float:
@@ -33,14 +32,18 @@ def generate(
 ) -> Iterator[tuple[np.ndarray, dict, torch.Tensor, torch.Tensor]]:
     """Render frames `ids` from their own audio over their own background: yields (ids, the
     batch's tensors, canonical lips `(b, 3, lh, lw)`, composed mouth boxes `(b, 3, eh, ew)`),
-    in chunks of `batch`, with the render-time estimator and C2O from the learned D_c."""
+    in chunks of `batch`, with the render-time estimator and C2O from the learned D_c (kept in
+    the batch as "learned_c2o", for `lip_coverage`)."""
     with torch.no_grad():
         for start in range(0, len(ids), batch):
             part = ids[start : start + batch]
             b = to_tensors(data, part, radius, device, model.sizes.features)
+            b["learned_c2o"] = model.c2o(b["relative_pose"], b["mouth_origin"],
+                                         init=b["c2o_grid"], init_valid=b["c2o_mask"],
+                                         iterations=iterations)  # fmt: skip
             composed, lips = model.render_mouth(
                 b["mel_context"], b["time"], b["mouth"], b["mouth_origin"], b["relative_pose"],
-                b["c2o_grid"], b["c2o_mask"], iterations,
+                c2o=b["learned_c2o"],
             )  # fmt: skip
             yield part, b, lips, composed
 
@@ -50,10 +53,14 @@ def lip_coverage(
 ) -> tuple[float, float]:
     """How much of the lip crop the composition covers in batch `b`: (pixels of the mouth
     boxes well inside the crop's projection that get the generated lips, all such pixels). The
-    rest shows the background frame's own mouth (over the test split: the ground truth's)."""
-    with torch.no_grad():
-        grid, valid = model.c2o(b["relative_pose"], b["mouth_origin"], init=b["c2o_grid"],
-                                init_valid=b["c2o_mask"], iterations=iterations)  # fmt: skip
+    rest shows the background frame's own mouth (over the test split: the ground truth's).
+    The C2O `generate` drew the batch with is re-used (`b["learned_c2o"]`) where it is there."""
+    if "learned_c2o" in b:
+        grid, valid = b["learned_c2o"]
+    else:
+        with torch.no_grad():
+            grid, valid = model.c2o(b["relative_pose"], b["mouth_origin"], init=b["c2o_grid"],
+                                    init_valid=b["c2o_mask"], iterations=iterations)  # fmt: skip
     inner = (grid.abs() < 0.8).all(dim=-1)  # clear of the crop's feathered edge
     return float((fill_holes(grid, valid, fill_rounds)[1] & inner).sum()), float(inner.sum())
 
@@ -64,15 +71,10 @@ def heldout_scores(
     ids: np.ndarray,
     radius: int,
     device,
-    expert=None,
-    search: int = 7,
 ) -> dict:
     """PSNR (dB) of the canonical lips (inside their masks) and of the composed mouth boxes
-    on frames `ids`, and the share of the lip crop the composition covers; with the sync
-    `expert`, its offset curve over the generated windows that lie wholly inside `ids`, the
-    best offset and the confidence (peak over median)."""
+    on frames `ids`, and the share of the lip crop the composition covers."""
     lips_err = lips_count = mouth_err = mouth_count = covered = inside = 0.0
-    crops = []
     for _, b, lips, composed in generate(model, data, ids, radius, device):
         c, n = lip_coverage(model, b)
         covered, inside = covered + c, inside + n
@@ -81,20 +83,9 @@ def heldout_scores(
         lips_count += float(m.sum()) * 3
         mouth_err += float(((composed - b["mouth"]) ** 2).sum())
         mouth_count += composed.numel()
-        if expert is not None:
-            crops.append(resize_crops(composed.cpu()))
-    out = {"lips_psnr_db": _psnr(lips_err, lips_count),
-           "mouth_psnr_db": _psnr(mouth_err, mouth_count),
-           "lip_coverage": covered / max(inside, 1.0)}  # fmt: skip
-    starts = window_starts(np.sort(ids))
-    if expert is not None and len(starts):
-        mel = torch.from_numpy(data.read_field("mel", np.arange(len(data))))
-        order = np.argsort(ids)
-        crops_by_id = torch.cat(crops)[order]
-        curve = offset_curve(expert.cpu(), crops_by_id, mel, starts, search,
-                             first=int(np.sort(ids)[0]))  # fmt: skip
-        out["sync"] = curve_summary(curve, search)
-    return out
+    return {"lips_psnr_db": _psnr(lips_err, lips_count),
+            "mouth_psnr_db": _psnr(mouth_err, mouth_count),
+            "lip_coverage": covered / max(inside, 1.0)}  # fmt: skip
 
 
 def lips_psnr(model: Speech2Lip, data: WarpData, ids: np.ndarray, radius: int, device) -> float:
