@@ -285,6 +285,14 @@ def test_render_lattice_with_a_place_per_frame_is_training_s_four_corner_estimat
     fast = render_lattice(model, 12, 7, audio, time, frac)
     assert torch.allclose(fast, slow, atol=1e-6)
     assert not torch.allclose(fast, render_lattice(model, 12, 7, audio, time), atol=1e-3)
+    seen = []  # half-precision codes (autocast on a GPU): the coordinates stay float32
+
+    def probe(points, codes, t):
+        seen.append(points.dtype)
+        return points.new_zeros(*points.shape[:-1], 3)
+
+    render_lattice(probe, 144, 80, audio.to(torch.bfloat16), None, frac)
+    assert seen == [torch.float32]
 
 
 def test_mouth_box_expert_input_is_resized_bgr():

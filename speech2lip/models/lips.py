@@ -178,7 +178,7 @@ def render_lattice(
     b = audio.shape[0]
     if frac is None:
         frac = torch.full((b, 2), 0.5, device=audio.device)
-    frac = frac.to(audio.dtype)
+    frac = frac.to(torch.float32)  # coordinates in float32, also under autocast
     fx, fy = frac[:, 0, None], frac[:, 1, None]  # (B, 1)
     xs = (torch.arange(width + 1, device=audio.device) * 2 + 1 - 2 * fx) / width - 1
     ys = (torch.arange(height + 1, device=audio.device) * 2 + 1 - 2 * fy) / height - 1

@@ -137,7 +137,9 @@ def fit_ridge(
             totals = sums(np.arange(len(z)))
         gram, rhs = totals
         if left_out is not None:
-            gram, rhs = (t - p for t, p in zip(totals, sums(left_out), strict=True))
+            gram, rhs = (
+                np.subtract(t, p, out=p) for t, p in zip(totals, sums(left_out), strict=True)
+            )
         at = np.searchsorted(anchors, keep)
         gram = ridge * k_aa + gram[np.ix_(at, at)]
         return keep, np.linalg.solve(gram + 1e-8 * np.eye(len(keep)), rhs[at])
