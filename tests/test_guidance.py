@@ -129,6 +129,23 @@ def test_kernel_ridge_is_formed_in_chunks_and_exact_below_the_anchor_cap(monkeyp
         np.testing.assert_allclose(fitted["cv"][part], want, rtol=1e-5, atol=1e-6)
 
 
+def test_principal_axes_from_the_gram_matrix_are_the_svds():
+    from speech2lip.models.shape import principal_axes
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(120, 30)) @ rng.normal(size=(30, 400)) + 0.01 * rng.normal(size=(120, 400))
+    axes = principal_axes(x, 20)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    assert axes.shape == (400, 20)
+    np.testing.assert_allclose(axes.T @ axes, np.eye(20), atol=1e-9)  # orthonormal
+    np.testing.assert_allclose(
+        np.abs((axes * vt[:20].T).sum(0)), 1, atol=1e-9
+    )  # the same, in order
+    few = principal_axes(x[:8], 20)  # fewer rows than axes asked for: only the rows' span
+    assert few.shape == (400, 8)
+    np.testing.assert_allclose(x[:8] @ few @ few.T, x[:8], atol=1e-9)
+
+
 def test_calibration_opens_the_predicted_mouth_as_wide_as_the_real_one():
     from speech2lip.train.guidance import calibrate
 

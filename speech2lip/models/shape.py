@@ -24,6 +24,7 @@ weakly predicted codes' noise up with them (macron, test split: r 0.69 -> 0.49).
 from __future__ import annotations
 
 import numpy as np
+import scipy.linalg
 import torch
 from torch import Tensor, nn
 
@@ -33,7 +34,7 @@ MAX_ANCHORS = 4000  # rows that carry the kernel (evenly spread when there are m
 # minute heard in six voices is about 8000 rows; against the exact fit, 2000 anchors cost the
 # cross-validated opening r 0.005-0.013 on obama, macron and the demo, 4000 at most 0.005
 CHUNK_ROWS = 4000  # rows whose kernel against the anchors is formed at once (memory)
-SVD_ROWS = 2000  # rows (evenly spread) the principal components are found from: the SVD's
+SVD_ROWS = 2000  # rows (evenly spread) the principal components are found from: their
 # cost grows with the square of the rows (6810 rows, a minute heard in five voices: minutes)
 MIN_SKILL = 0.1  # cross-validated r below which a code is predicted as its train mean
 # The calibration's gain (`speech2lip.train.guidance.calibrate`): applied only where the
@@ -82,6 +83,21 @@ def standardiser(
     return mean, std
 
 
+def principal_axes(sample: np.ndarray, count: int) -> np.ndarray:
+    """The first `count` principal axes `(D, <= count)` of the rows of `sample` `(R, D)`: the
+    right singular vectors of its largest singular values, found from the R x R Gram matrix
+    (one matrix product and the top of its eigenvalues, instead of a full SVD of R x D; D is
+    thousands of features). Axes of singular values near zero (fewer rows than `count`) are
+    left out: they carry none of the sample's spread."""
+    sample = np.asarray(sample, np.float64)
+    r = len(sample)
+    values, vectors = scipy.linalg.eigh(sample @ sample.T, subset_by_index=[max(0, r - count),
+                                                                          r - 1])  # fmt: skip
+    values, vectors = values[::-1], vectors[:, ::-1]  # largest first
+    keep = values > max(values[0], 0.0) * 1e-10
+    return (sample.T @ vectors[:, keep]) / np.sqrt(values[keep])
+
+
 def fit_ridge(
     features: np.ndarray,
     codes: np.ndarray,
@@ -105,9 +121,7 @@ def fit_ridge(
     y = np.asarray(codes, np.float64)
     n_features = x.shape[1]
     mean, std = standardiser(x, parts, pooled)
-    sample = (x[:: -(-len(x) // SVD_ROWS)] - mean) / std
-    _, _, vt = np.linalg.svd(sample, full_matrices=False)
-    projection = vt[:N_COMPONENTS].T
+    projection = principal_axes((x[:: -(-len(x) // SVD_ROWS)] - mean) / std, N_COMPONENTS)
     z = np.concatenate([((x[rows] - mean) / std) @ projection for rows in _chunks(len(x))])
     bias = y.mean(axis=0)
     y = y - bias
