@@ -63,8 +63,8 @@ def test_a_conv_model_trains_on_every_pixel_and_one_step_lowers_the_loss(demo_wa
     lx, ly, lw, lh = data.index["lip_box"]
     batch = to_tensors(data, np.array([3, 20, 40]), CONV.audio_radius, "cpu")
     code, _ = model.condition(batch["mel_context"])
-    assert model.canonical_lips(code, None, random=True).shape == (3, 3, lh, lw)
-    assert model.canonical_lips(code, None, random=False, scale=2).shape == (3, 3, lh // 2, lw // 2)
+    assert model.canonical_lips(code, None).shape == (3, 3, lh, lw)
+    assert model.canonical_lips(code, None, scale=2).shape == (3, 3, lh // 2, lw // 2)
     opts = options(lips_pixels=64, mouth_frames=1, lr=1e-3)  # lips_pixels: ignored by conv
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     first = losses(model, batch, opts, step=0)

@@ -86,7 +86,7 @@ def test_a_grid_model_trains_and_rebuilds_from_model_pt(demo_warp, tmp_path):
     batch = to_tensors(data, np.arange(4), 1, "cpu", "mel")
     with torch.no_grad():
         code, _ = model.condition(batch["mel_context"])
-        lips = model.canonical_lips(code, None, random=False)
+        lips = model.canonical_lips(code, None)
     assert lips.shape[:2] == (4, 3) and torch.isfinite(lips).all()
     plain = dataclasses.replace(sizes, lips_grid=None)  # a model.pt written before the option
     from speech2lip.models.assembled import Speech2Lip

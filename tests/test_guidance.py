@@ -231,7 +231,7 @@ def test_guided_model_follows_the_codes_it_is_given(demo_warp):
     shape = torch.zeros(2, 3, requires_grad=True)
     cond, used = model.condition(batch["mel_context"], shape)
     assert cond.shape == (2, 8 + 3) and used is shape
-    lips = model.canonical_lips(cond, batch["time"], random=False)
+    lips = model.canonical_lips(cond, batch["time"])
     lips.mean().backward()
     assert shape.grad.abs().sum() > 0  # the lips depend on the codes
     predicted, codes = model.condition(batch["mel_context"])  # rendering: from the audio

@@ -28,10 +28,9 @@ def test_a_new_model_draws_its_base_and_its_output_moves_it_both_ways():
     model.lips_base.copy_(base)
     code = torch.randn(2, TINY.audio_dim)
     time = torch.tensor([0.1, 0.5])
-    for random in (False, True):  # rendering's estimator and training's
-        lips = model.canonical_lips(code, time, random=random)
-        assert torch.allclose(lips, base.expand_as(lips), atol=1e-6)
-    coarse = model.canonical_lips(code, time, random=True, scale=2)  # L_s's grid
+    lips = model.canonical_lips(code, time)
+    assert torch.allclose(lips, base.expand_as(lips), atol=1e-6)
+    coarse = model.canonical_lips(code, time, scale=2)  # L_s's grid
     assert torch.allclose(coarse, F.avg_pool2d(base[None], 2).expand_as(coarse), atol=1e-6)
     pix = torch.tensor([[0, 17, 127], [5, 5, 64]])
     drawn = model.lips_at(pix, code, time)
@@ -67,7 +66,7 @@ def test_a_model_on_the_base_trains_rebuilds_alone_and_old_files_draw_none(demo_
     assert torch.allclose(model.lips_base, torch.from_numpy(want))
     code = torch.zeros(1, TINY.audio_dim + model.shape_dim)
     with torch.no_grad():
-        drawn = model.canonical_lips(code, torch.zeros(1), random=False)[0]
+        drawn = model.canonical_lips(code, torch.zeros(1))[0]
     assert 0 < float((drawn - model.lips_base).abs().mean()) < 0.1  # trained: it moved, a little
     state = torch.load(tmp_path / "model.pt", weights_only=True)
     del state["sizes"]["lips_base"]  # a file written before the key existed

@@ -268,33 +268,6 @@ def test_render_lattice_is_the_centred_four_corner_estimator():
     assert torch.allclose(fast, slow, atol=1e-6)
 
 
-def test_render_lattice_with_a_place_per_frame_is_training_s_four_corner_estimator(
-    monkeypatch,
-):
-    """Training's whole crops: the target at one random place per frame, the pixels sharing
-    their corners, gives each pixel what `render_points(random=True)` gives it at that place."""
-    from speech2lip.models import render_lattice
-
-    torch.manual_seed(1)
-    model = ImplicitLips(audio_dim=8, uv_freqs=4, time_freqs=2, width=32, depth=3, skip=2)
-    audio, time = torch.randn(2, 8), torch.rand(2)
-    frac = torch.tensor([[0.1, 0.8], [0.65, 0.3]])
-    uv, cell = crop_uv(12, 7)
-    monkeypatch.setattr(torch, "rand_like", lambda x: frac[:, None].expand_as(x).clone())
-    slow = render_points(model, uv.expand(2, -1, -1), audio, time, cell, random=True)
-    fast = render_lattice(model, 12, 7, audio, time, frac)
-    assert torch.allclose(fast, slow, atol=1e-6)
-    assert not torch.allclose(fast, render_lattice(model, 12, 7, audio, time), atol=1e-3)
-    seen = []  # half-precision codes (autocast on a GPU): the coordinates stay float32
-
-    def probe(points, codes, t):
-        seen.append(points.dtype)
-        return points.new_zeros(*points.shape[:-1], 3)
-
-    render_lattice(probe, 144, 80, audio.to(torch.bfloat16), None, frac)
-    assert seen == [torch.float32]
-
-
 def test_mouth_box_expert_input_is_resized_bgr():
     frames = torch.zeros(1, 5, 3, 96, 192)
     frames[0, 4, 2] = 1.0  # frame 4, blue

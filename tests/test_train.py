@@ -37,7 +37,7 @@ def test_model_pieces_shapes_and_gradients(demo_warp):
 
     batch = to_tensors(data, ids, TINY.audio_radius, "cpu")
     code = model.audio_code(batch["mel_context"])
-    lips = model.canonical_lips(code, batch["time"], random=False)
+    lips = model.canonical_lips(code, batch["time"])
     assert code.shape == (2, 16) and lips.shape == (2, 3, lh, lw)
     grid, valid = model.c2o(batch["relative_pose"], batch["mouth_origin"], init=batch["c2o_grid"],
                             init_valid=batch["c2o_mask"], iterations=2)  # fmt: skip
@@ -160,7 +160,7 @@ def test_train_stage_writes_a_model_that_rebuilds_alone(demo_warp, tmp_path):
     batch = to_tensors(data, np.array([5, 6]), 1, "cpu", model.sizes.features)
     with torch.no_grad():
         cond, _ = model.condition(batch["mel_context"])
-        lips = model.canonical_lips(cond, batch["time"], False)
+        lips = model.canonical_lips(cond, batch["time"])
     from speech2lip.train.heldout import lips_psnr
 
     assert lips.shape[0] == 2
@@ -250,6 +250,39 @@ def test_sync_loss_reaches_the_lips_through_in_and_off_sync_pairs(demo_warp):
     loss.backward()
     assert torch.isfinite(loss) and model.lips.first.weight.grad.abs().sum() > 0
     assert model.blend.out.weight.grad is None  # L_s shapes the lips, not the Blend-Net
+
+
+def test_whole_crops_are_drawn_as_rendering_draws_them(demo_warp):
+    """L_w's frames and L_s's windows are drawn with the render-time estimator (the target at
+    each pixel's centre), not at random places: two draws of one batch agree, and they are the
+    lips rendering shows."""
+    from speech2lip.data.batches import to_device, to_tensors
+    from speech2lip.models.expert import window_starts
+    from speech2lip.models.syncnet import SyncNetColor
+    from speech2lip.train.loop import losses, masked_mse
+    from speech2lip.train.sync import read_sync_batch, sync_loss, sync_windows
+
+    data = WarpData(demo_warp / "index.json")
+    model = Speech2Lip(data.canonical, TINY)
+    expert = SyncNetColor().eval().requires_grad_(False)
+    opts = options(mouth_frames=2, holes_probability=0.0, sync_weight=1.0)
+    batch = to_tensors(data, np.array([3, 40, 77]), TINY.audio_radius, "cpu")
+    starts, wrong = sync_windows(window_starts(data.split_ids("train")), 0, 3, 2)
+    windows = to_device(read_sync_batch(data, starts, wrong, TINY.audio_radius, 0), "cpu")
+    drawn = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            out = losses(model, batch, opts, step=0)
+            drawn.append((out["lips"], out["mouth"], sync_loss(model, windows, opts, expert)))
+    for a, b in zip(*drawn, strict=True):
+        assert torch.equal(a, b)
+    with torch.no_grad():  # L_m on the two whole frames (lips_pixels 0): rendering's lips
+        _, shown = model.render_mouth(batch["mel_context"][:2], batch["time"][:2],
+                                      batch["mouth"][:2], batch["mouth_origin"][:2],
+                                      batch["relative_pose"][:2])  # fmt: skip
+    want = masked_mse(shown, batch["canonical_lips"][:2], batch["canonical_mask"][:2])
+    assert torch.allclose(drawn[0][0], want, atol=1e-7)
 
 
 def test_loop_with_the_sync_loss_and_bf16_autocast(demo_warp, tmp_path):

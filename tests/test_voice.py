@@ -271,7 +271,7 @@ def test_the_rest_mouth_is_a_real_closed_frame_s_lips(demo_model, demo_warp):
     rest, _ = renderer.mouths(ctx[[20, 60]], bg, out_ids=np.arange(2))
     lips = torch.as_tensor(image / 255.0, dtype=torch.float32).permute(2, 0, 1)
     cond = renderer.condition(torch.as_tensor(ctx[[20]]), np.arange(1))
-    drawn = renderer.model.canonical_lips(cond, None, random=False)
+    drawn = renderer.model.canonical_lips(cond, None)
     mask = torch.as_tensor(valid, dtype=torch.float32)
     expected = (lips * mask + drawn[0].detach() * (1 - mask))[None].expand(2, -1, -1, -1)
     real, _ = renderer.mouths(ctx[[20, 60]], bg, lips=expected.numpy())

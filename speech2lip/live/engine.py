@@ -149,7 +149,7 @@ class LiveEngine:
             resting = self.rest is not None and rest_weight > 0
             if resting:
                 cond = torch.lerp(cond, self.rest.to(cond.dtype)[None], float(rest_weight))
-            lips = self.model.canonical_lips(cond, self.time[k : k + 1], random=False)
+            lips = self.model.canonical_lips(cond, self.time[k : k + 1])
             if resting:
                 w = torch.full((1,), float(rest_weight), device=self.device)
                 lips = blend_rest(lips, self.rest_lips, w)

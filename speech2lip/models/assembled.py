@@ -165,22 +165,18 @@ class Speech2Lip(nn.Module):
             shape = self.shape(mel_context)
         return torch.cat([code, shape.to(code.dtype)], dim=-1), shape
 
-    def canonical_lips(
-        self, code: Tensor, time: Tensor | None, random: bool, scale: int = 1
-    ) -> Tensor:
-        """The lips in the canonical view `(B, 3, lh / scale, lw / scale)` in 0..1 (4-corner
-        sampling; `scale` > 1 draws a coarser grid over the same crop, e.g. for L_s). The
-        convolutional decoder draws the whole crop (pooled for `scale` > 1) either way."""
+    def canonical_lips(self, code: Tensor, time: Tensor | None, scale: int = 1) -> Tensor:
+        """The lips in the canonical view `(B, 3, lh / scale, lw / scale)` in 0..1, drawn with
+        the render-time estimator (4-corner sampling, the target centred; `scale` > 1 draws a
+        coarser grid over the same crop, e.g. for L_s). Training's random places are L_m's
+        alone (`lips_at`). The convolutional decoder draws the whole crop (pooled for `scale` >
+        1)."""
         lw, lh = self.lip_box[2] // scale, self.lip_box[3] // scale
         time = time if self.lips.use_time else None
         if self.conv_lips:
             lips = self.lips(code)
             return lips if scale == 1 else F.adaptive_avg_pool2d(lips, (lh, lw))
-        # Training (`random`): the target at a random place of its pixel, one place per frame,
-        # so the pixels share their corners (a quarter of the model's points; per pixel the
-        # same estimate as `render_points(random=True)`). Rendering: the target centred.
-        frac = torch.rand(code.shape[0], 2, device=code.device) if random else None
-        rgb = render_lattice(self.lips, lw, lh, code, time, frac)
+        rgb = render_lattice(self.lips, lw, lh, code, time)
         lips = rgb.reshape(-1, lh, lw, 3).permute(0, 3, 1, 2)
         if self.lips_base is None:
             return lips
@@ -288,7 +284,7 @@ class Speech2Lip(nn.Module):
         if lips is None:
             if cond is None:
                 cond, _ = self.condition(mel_context)
-            lips = self.canonical_lips(cond, time, random=False)
+            lips = self.canonical_lips(cond, time)
         if c2o is None:
             c2o = self.c2o(t_co, origin, init=grid_init, init_valid=valid_init,
                            iterations=iterations)  # fmt: skip

@@ -160,32 +160,18 @@ def crop_uv(width: int, height: int, device=None) -> tuple[Tensor, Tensor]:
 
 
 def render_lattice(
-    model: ImplicitLips,
-    width: int,
-    height: int,
-    audio: Tensor,
-    time: Tensor | None,
-    frac: Tensor | None = None,
+    model: ImplicitLips, width: int, height: int, audio: Tensor, time: Tensor | None
 ) -> Tensor:
-    """`render_points` over every pixel of a width x height crop, `(B, height * width, 3)`, at
-    about a quarter of the cost, with the target at the same place `frac` `(B, 2)` (0..1 of a
-    cell, per frame) inside every pixel's rectangle: the four corners of a pixel's rectangle
-    are then corners of its neighbours' too, so the model runs once per point of one shifted
-    lattice ((height + 1) x (width + 1) points) and each pixel weighs its four corners
-    bilinearly. None: the target at the centre (rendering's estimator, each weight 1/4).
-    Training draws `frac` at random per frame: each pixel's estimate has the same distribution
-    as `render_points(random=True)` gives it, only the pixels of one frame share the draw."""
-    b = audio.shape[0]
-    if frac is None:
-        frac = torch.full((b, 2), 0.5, device=audio.device)
-    frac = frac.to(torch.float32)  # coordinates in float32, also under autocast
-    fx, fy = frac[:, 0, None], frac[:, 1, None]  # (B, 1)
-    xs = (torch.arange(width + 1, device=audio.device) * 2 + 1 - 2 * fx) / width - 1
-    ys = (torch.arange(height + 1, device=audio.device) * 2 + 1 - 2 * fy) / height - 1
-    gx = xs[:, None, :].expand(b, height + 1, width + 1)
-    gy = ys[:, :, None].expand(b, height + 1, width + 1)
-    corners = torch.stack([gx, gy], dim=-1).reshape(b, -1, 2)
-    rgb = model(corners, audio, time).reshape(b, height + 1, width + 1, 3)
-    fx, fy = fx[:, :, None, None], fy[:, :, None, None]
-    rows = rgb[:, :, :-1] * (1 - fx) + rgb[:, :, 1:] * fx  # lo / hi x corner
-    return (rows[:, :-1] * (1 - fy) + rows[:, 1:] * fy).reshape(b, height * width, 3)
+    """The render-time estimator of `render_points` (`random=False`) over every pixel of a
+    width x height crop, `(B, height * width, 3)`, at a quarter of the cost: with the target at
+    the centre, the four corners of a pixel's rectangle are that pixel's corners, which it
+    shares with its neighbours, so the model runs once per corner of the pixel lattice
+    ((height + 1) x (width + 1) points) and each pixel averages its four corners. Training's
+    whole crops (L_w, L_s) are drawn with it too, so they see the lips as rendering draws them."""
+    xs = torch.arange(width + 1, device=audio.device) * (2.0 / width) - 1
+    ys = torch.arange(height + 1, device=audio.device) * (2.0 / height) - 1
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    corners = torch.stack([gx, gy], dim=-1).reshape(1, -1, 2).expand(audio.shape[0], -1, -1)
+    rgb = model(corners, audio, time).reshape(-1, height + 1, width + 1, 3)
+    mean = (rgb[:, :-1, :-1] + rgb[:, :-1, 1:] + rgb[:, 1:, :-1] + rgb[:, 1:, 1:]) / 4
+    return mean.reshape(-1, height * width, 3)

@@ -224,7 +224,7 @@ class Renderer:
         with torch.no_grad():
             cond = self.condition(mel, out_ids) if lips is None else None
             if cond is not None and self.resting(out_ids):
-                lips = self.rested(self.model.canonical_lips(cond, t, random=False), out_ids)
+                lips = self.rested(self.model.canonical_lips(cond, t), out_ids)
             out, _ = self.model.render_mouth(mel, t, b["mouth"], b["mouth_origin"],
                                              b["relative_pose"], b["c2o_grid"], b["c2o_mask"],
                                              self.cfg.c2o_iterations, lips, cond)  # fmt: skip

@@ -149,7 +149,7 @@ class PoseControl:
             if lips is None:
                 time_ = torch.as_tensor(timestamps(bg, renderer.n_frames), device=dev)
                 cond = renderer.condition(torch.as_tensor(ctx, device=dev), out_ids)
-                lips = renderer.rested(model.canonical_lips(cond, time_, random=False), out_ids)
+                lips = renderer.rested(model.canonical_lips(cond, time_), out_ids)
             else:
                 lips = torch.as_tensor(lips, device=dev)
         out = []

@@ -159,7 +159,7 @@ def losses(
     critic = adversary is not None and step >= opts.adversarial_start
     n_whole = max(full, min(opts.adversarial_frames, b)) if critic else full
     n_drawn = b if model.conv_lips else n_whole  # a convolutional decoder draws every frame
-    drawn = model.canonical_lips(code[:n_drawn], batch["time"][:n_drawn], random=True)
+    drawn = model.canonical_lips(code[:n_drawn], batch["time"][:n_drawn])
     lips = drawn[:full]
     if model.conv_lips:  # L_m on every pixel of every frame
         out = {"lips": masked_mse(drawn, target, mask)}

@@ -61,7 +61,7 @@ def sync_loss(model: Speech2Lip, batch: dict, opts: TrainConfig, expert) -> torc
     box's held-out PSNR by 2.5 dB on the demo)."""
     s = SYNC_SCALE
     cond, _ = model.condition(batch["sync_mel_context"])  # the shapes the audio predicts
-    lips = model.canonical_lips(cond, batch["sync_time"], random=True, scale=s)
+    lips = model.canonical_lips(cond, batch["sync_time"], scale=s)
     mouth = F.avg_pool2d(batch["sync_mouth"], s)
     grid = F.avg_pool2d(batch["sync_c2o_grid"].permute(0, 3, 1, 2), s).permute(0, 2, 3, 1)
     valid = F.avg_pool2d(batch["sync_c2o_mask"][:, None].float(), s)[:, 0] > 0.999
