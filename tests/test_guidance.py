@@ -138,9 +138,8 @@ def test_principal_axes_from_the_gram_matrix_are_the_svds():
     _, _, vt = np.linalg.svd(x, full_matrices=False)
     assert axes.shape == (400, 20)
     np.testing.assert_allclose(axes.T @ axes, np.eye(20), atol=1e-9)  # orthonormal
-    np.testing.assert_allclose(
-        np.abs((axes * vt[:20].T).sum(0)), 1, atol=1e-9
-    )  # the same, in order
+    same = np.abs((axes * vt[:20].T).sum(0))  # each axis the SVD's (up to its sign), in order
+    np.testing.assert_allclose(same, 1, atol=1e-9)
     few = principal_axes(x[:8], 20)  # fewer rows than axes asked for: only the rows' span
     assert few.shape == (400, 8)
     np.testing.assert_allclose(x[:8] @ few @ few.T, x[:8], atol=1e-9)

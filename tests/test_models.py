@@ -266,6 +266,14 @@ def test_render_lattice_is_the_centred_four_corner_estimator():
     fast = render_lattice(model, 12, 7, audio, time)
     assert fast.shape == slow.shape == (2, 84, 3)
     assert torch.allclose(fast, slow, atol=1e-6)
+    seen = []  # half-precision codes (autocast on a GPU): the coordinates stay float32
+
+    def probe(points, codes, t):
+        seen.append(points.dtype)
+        return points.new_zeros(*points.shape[:-1], 3)
+
+    render_lattice(probe, 144, 80, audio.to(torch.bfloat16), None)
+    assert seen == [torch.float32]
 
 
 def test_mouth_box_expert_input_is_resized_bgr():

@@ -169,8 +169,8 @@ class Speech2Lip(nn.Module):
         """The lips in the canonical view `(B, 3, lh / scale, lw / scale)` in 0..1, drawn with
         the render-time estimator (4-corner sampling, the target centred; `scale` > 1 draws a
         coarser grid over the same crop, e.g. for L_s). Training's random places are L_m's
-        alone (`lips_at`). The convolutional decoder draws the whole crop (pooled for `scale` >
-        1)."""
+        alone (`lips_at`). The convolutional decoder draws the whole crop (pooled when
+        `scale` > 1)."""
         lw, lh = self.lip_box[2] // scale, self.lip_box[3] // scale
         time = time if self.lips.use_time else None
         if self.conv_lips:

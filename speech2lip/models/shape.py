@@ -90,9 +90,8 @@ def principal_axes(sample: np.ndarray, count: int) -> np.ndarray:
     thousands of features). Axes of singular values near zero (fewer rows than `count`) are
     left out: they carry none of the sample's spread."""
     sample = np.asarray(sample, np.float64)
-    r = len(sample)
-    values, vectors = scipy.linalg.eigh(sample @ sample.T, subset_by_index=[max(0, r - count),
-                                                                          r - 1])  # fmt: skip
+    top = [max(0, len(sample) - count), len(sample) - 1]  # the largest eigenvalues' indices
+    values, vectors = scipy.linalg.eigh(sample @ sample.T, subset_by_index=top)
     values, vectors = values[::-1], vectors[:, ::-1]  # largest first
     keep = values > max(values[0], 0.0) * 1e-10
     return (sample.T @ vectors[:, keep]) / np.sqrt(values[keep])
