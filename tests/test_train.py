@@ -285,6 +285,38 @@ def test_whole_crops_are_drawn_as_rendering_draws_them(demo_warp):
     assert torch.allclose(drawn[0][0], want, atol=1e-7)
 
 
+def test_a_step_batch_reads_only_the_frames_it_composes(demo_warp):
+    """A step's batch holds the mouth boxes, poses and C2O grids of its `mouth_frames` frames
+    alone (and L_s's windows only what `sync_loss` composes with), and its losses are those
+    of the batch read whole."""
+    from speech2lip.data.batches import WHOLE_FIELDS, to_device, to_tensors
+    from speech2lip.models.syncnet import SyncNetColor
+    from speech2lip.train.loop import StepBatches, losses
+
+    data = WarpData(demo_warp / "index.json")
+    model = Speech2Lip(data.canonical, TINY)
+    expert = SyncNetColor().eval().requires_grad_(False)
+    opts = options(batch_frames=3, mouth_frames=2, lips_pixels=16, sync_weight=1.0)
+    train_ids = data.split_ids("train")
+    _, arrays = StepBatches(data, train_ids, opts)[1]
+    ids = batch_ids(train_ids, opts.seed, 1, 3)
+    assert all(len(arrays[name]) == 2 for name in WHOLE_FIELDS)
+    assert len(arrays["canonical_lips"]) == len(arrays["mel_context"]) == 3
+    sync = {k for k in arrays if k.startswith("sync_") and not k.endswith("mel")}
+    assert sync == {"sync_mouth", "sync_c2o_grid", "sync_c2o_mask", "sync_mel_context",
+                    "sync_time"}  # fmt: skip
+    full = to_tensors(data, ids, TINY.audio_radius, "cpu")
+    full.update({k: v for k, v in to_device(arrays, "cpu").items() if k.startswith("sync_")})
+    got = []
+    for batch in (to_device(arrays, "cpu"), full):
+        torch.manual_seed(0)
+        with torch.no_grad():
+            got.append(losses(model, batch, opts, step=1, expert=expert))
+    assert got[0].keys() == got[1].keys() >= {"lips", "mouth", "depth", "sync"}
+    for key in got[0]:
+        assert torch.equal(got[0][key], got[1][key]), key
+
+
 def test_loop_with_the_sync_loss_and_bf16_autocast(demo_warp, tmp_path):
     from speech2lip.models.syncnet import SyncNetColor
 

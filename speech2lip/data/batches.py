@@ -11,6 +11,8 @@ from speech2lip.data.shards import WarpData
 
 FIELDS = ["canonical_lips", "canonical_mask", "mouth", "mouth_origin", "relative_pose",
           "c2o_grid", "c2o_mask"]  # fmt: skip
+# What composing a frame's mouth box needs: the box, where it lies, the pose, the C2O grid
+WHOLE_FIELDS = ("mouth", "mouth_origin", "relative_pose", "c2o_grid", "c2o_mask")
 
 
 # What the model hears per frame (`train.model.features`): the per-frame windows it joins, in
@@ -83,12 +85,21 @@ def timestamps(ids: np.ndarray, n_frames: int) -> np.ndarray:
 
 
 def read_batch(
-    data: WarpData, ids: np.ndarray, radius: int, features: str | None = "mel"
+    data: WarpData,
+    ids: np.ndarray,
+    radius: int,
+    features: str | None = "mel",
+    whole: int | None = None,
+    fields: tuple[str, ...] | list[str] = FIELDS,
 ) -> dict[str, np.ndarray]:
-    """One batch of frames from the shards, as numpy (what DataLoader workers produce).
-    `mel_context` `(B, 2r+1, rows, 16)`: the audio windows around each frame as the model hears
-    them (`features`)."""
-    out = {name: data.read_field(name, ids) for name in FIELDS}
+    """One batch of frames from the shards, as numpy (what DataLoader workers produce):
+    `fields` (of `FIELDS`), the composition's (`WHOLE_FIELDS`) for the first `whole` frames
+    only when given (training composes `train.mouth_frames` of a batch: the others' mouth
+    boxes and C2O grids, most of a batch's bytes, would be decompressed, sent and converted
+    for nothing). `mel_context` `(B, 2r+1, rows, 16)`: the audio windows around each frame as
+    the model hears them (`features`)."""
+    out = {name: data.read_field(name, ids if name not in WHOLE_FIELDS else ids[:whole])
+           for name in fields}  # fmt: skip
     ctx = context_indices(ids + AUDIO_OFFSET, radius, len(data))
     windows = read_audio(data, ctx.reshape(-1), features)
     out["mel_context"] = windows.reshape(*ctx.shape, *windows.shape[1:])

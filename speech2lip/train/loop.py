@@ -122,7 +122,8 @@ class StepBatches(torch.utils.data.Dataset):
     def __getitem__(self, step: int) -> tuple[int, dict[str, np.ndarray]]:
         o = self.opts
         ids = batch_ids(self.train_ids, o.seed, step, o.batch_frames)
-        out = read_batch(self.data, ids, o.model.audio_radius, o.model.features)
+        out = read_batch(self.data, ids, o.model.audio_radius, o.model.features,
+                         whole=whole_frames(o, len(ids)))  # fmt: skip
         if self.shapes is not None:  # lip-shape guidance: the frames' own codes
             out["lip_shape"] = self.shapes[ids]
         if self.sync_starts is not None and len(self.sync_starts) and step >= o.sync_start:
@@ -130,6 +131,12 @@ class StepBatches(torch.utils.data.Dataset):
             out.update(read_sync_batch(self.data, starts, wrong, o.model.audio_radius,
                                        o.sync_offset, o.model.features))  # fmt: skip
         return step, out
+
+
+def whole_frames(opts: TrainConfig, batch: int) -> int:
+    """How many of a batch's frames (the first ones) are drawn whole and composed into their
+    mouth boxes (L_w, the depth's photometric loss): `train.mouth_frames`, 0 for all."""
+    return batch if opts.mouth_frames <= 0 else min(opts.mouth_frames, batch)
 
 
 def masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -155,7 +162,7 @@ def losses(
     code, _ = model.condition(batch["mel_context"], batch.get("lip_shape"))
     target, mask = batch["canonical_lips"], batch["canonical_mask"]
     b = target.shape[0]
-    full = b if opts.mouth_frames <= 0 else min(opts.mouth_frames, b)  # frames drawn whole
+    full = whole_frames(opts, b)
     critic = adversary is not None and step >= opts.adversarial_start
     n_whole = max(full, min(opts.adversarial_frames, b)) if critic else full
     n_drawn = b if model.conv_lips else n_whole  # a convolutional decoder draws every frame

@@ -42,7 +42,9 @@ def read_sync_batch(
     per `features`) with the expert's mel windows: in sync (frame start + `offset`) and off
     sync (frame `wrong`)."""
     ids = (starts[:, None] + np.arange(WINDOW)).reshape(-1)
-    out = {f"sync_{k}": v for k, v in read_batch(data, ids, radius, features).items()}
+    fields = ("mouth", "c2o_grid", "c2o_mask")  # what `sync_loss` composes with
+    out = {f"sync_{k}": v for k, v in read_batch(data, ids, radius, features,
+                                                 fields=fields).items()}  # fmt: skip
     n = len(data)
     out["sync_mel"] = data.read_field("mel", np.clip(starts + offset, 0, n - 1))
     out["sync_wrong_mel"] = data.read_field("mel", wrong)
