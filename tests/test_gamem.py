@@ -101,6 +101,28 @@ def test_a_pure_translation_shifts_by_f_dx_over_z(shift):
         assert torch.allclose(out[0, 0], mean, atol=1e-4)
 
 
+def test_bicubic_o2c_copies_whole_pixels_and_keeps_more_of_a_fine_pattern():
+    """`mode="bicubic"`: whole-pixel shifts still copy the frame exactly; a quarter-pixel
+    shift of one-pixel stripes keeps more of their contrast than bilinear does (0.84 / 0.16
+    against 0.75 / 0.25)."""
+    z, image = 0.5, torch.zeros(1, 1, 24, 30)
+    image[..., ::2] = 1.0  # stripes one pixel wide
+    for shift in (2.0, 0.25):
+        t = torch.eye(4)
+        t[0, 3] = shift * z / F
+        crops = [gamem.o2c(image, torch.full((1, 8, 10), z), (10, 8), K.float(), t[None],
+                           mode=mode)[0][0, 0] for mode in ("bilinear", "bicubic")]  # fmt: skip
+        if shift == 2.0:
+            for out in crops:
+                assert torch.allclose(out, image[0, 0, 8:16, 12:22], atol=1e-4)
+        else:
+            assert crops[0].std() == pytest.approx(0.25, abs=0.01)
+            assert crops[1].std() == pytest.approx(0.34, abs=0.01)
+    with pytest.raises(ValueError):
+        gamem.o2c(image, torch.full((1, 8, 10), z), (10, 8), K.float(), torch.eye(4)[None],
+                  mode="cubic")  # fmt: skip
+
+
 def test_o2c_recovers_the_canonical_view_of_synthetic_geometry():
     canon_img, canon_depth = render_disk(CANON)
     obs_img, obs_depth = render_disk(OBSERVED)

@@ -112,3 +112,38 @@ def test_presets_fill_the_key_only_where_it_is_null():
     assert resolve(TrainConfig()).model.paste_fit is False
     assert resolve(TrainConfig(preset="paper")).model.paste_fit is False
     assert resolve(TrainConfig(model=ModelSizes(paste_fit=True))).model.paste_fit is True
+
+
+def test_a_bicubic_paste_puts_the_frames_own_lips_back_closer(demo_warp):
+    """The test frames' own canonical lips (drawn from them with bicubic O2C, `warp.sampling`'s
+    default) pasted back into their mouth boxes: the bicubic paste (the demo preset's) lands
+    closer to the frame than the bilinear one, and stays within 0..1."""
+    data = WarpData(demo_warp / "index.json")
+    ids = np.array([5, 30, 60])
+    batch = to_tensors(data, ids, TINY.audio_radius, "cpu")
+    errors = {}
+    for sampling in ("bilinear", "bicubic"):
+        model = Speech2Lip(data.canonical, dataclasses.replace(TINY, paste_sampling=sampling))
+        pasted, mask = model.paste(batch["canonical_lips"], batch["mouth"], batch["c2o_grid"],
+                                   batch["c2o_mask"], with_mask=True)  # fmt: skip
+        inside = (mask > 0.99).expand(-1, 3, -1, -1)
+        errors[sampling] = float((pasted - batch["mouth"])[inside].square().mean())
+        assert float(pasted.min()) >= 0 and float(pasted.max()) <= 1
+    assert errors["bicubic"] < 0.9 * errors["bilinear"]
+
+
+def test_paste_sampling_presets_and_old_files(demo_warp, tmp_path):
+    from speech2lip.models.checkpoint import load_model
+    from speech2lip.train import run
+
+    assert resolve(TrainConfig()).model.paste_sampling == "bicubic"
+    assert resolve(TrainConfig(preset="paper")).model.paste_sampling == "bilinear"
+    sizes = ModelSizes(paste_sampling="bilinear")
+    assert resolve(TrainConfig(model=sizes)).model.paste_sampling == "bilinear"
+    run(demo_warp / "index.json", tmp_path, options(steps=1), threads=1, resume="no",
+        device="cpu")  # fmt: skip
+    assert load_model(tmp_path / "model.pt").paste_sampling == "bicubic"
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    del state["sizes"]["paste_sampling"]  # a file written before the key existed
+    torch.save(state, tmp_path / "old.pt")
+    assert load_model(tmp_path / "old.pt").paste_sampling == "bilinear"

@@ -96,14 +96,21 @@ def test_stored_lips_are_the_o2c_warp_of_the_frame(demo_warp, demo_geometry):
     i = 41
     frame = read_one(demo_geometry / "resample/frames.mkv", 256, 256, i)
     with h5py.File(demo_geometry / "pose_depth/geometry.h5") as geo:
-        out = warp_batch(frame[None], geo["face_depth"][i : i + 1],
-                         (geo["pose"][i] @ np.linalg.inv(geo["canonical_pose"][()]))[None],
-                         geo["K"][()], geo["canonical_depth"][()],
-                         tuple(data.index["lip_box"]), tuple(data.index["extended_box"]),
-                         SMALL.occlusion_tolerance)  # fmt: skip
+        out, bilinear = (
+            warp_batch(frame[None], geo["face_depth"][i : i + 1],
+                       (geo["pose"][i] @ np.linalg.inv(geo["canonical_pose"][()]))[None],
+                       geo["K"][()], geo["canonical_depth"][()],
+                       tuple(data.index["lip_box"]), tuple(data.index["extended_box"]),
+                       SMALL.occlusion_tolerance, sampling)
+            for sampling in (SMALL.sampling, "bilinear")
+        )  # fmt: skip
     stored = data[i]
     for key in ("canonical_lips", "canonical_mask", "mouth", "mouth_origin", "c2o_grid"):
         assert np.array_equal(stored[key], out[key][0]), key
+    # `warp.sampling` (bicubic by default) reaches the crops, and its round trip is closer
+    assert SMALL.sampling == "bicubic"
+    assert not np.array_equal(stored["canonical_lips"], bilinear["canonical_lips"][0])
+    assert out["roundtrip_psnr"][0] > bilinear["roundtrip_psnr"][0] + 1
     x, y = stored["mouth_origin"]
     h, w = stored["mouth"].shape[:2]
     assert np.array_equal(stored["mouth"], frame[y : y + h, x : x + w])

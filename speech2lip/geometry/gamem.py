@@ -120,6 +120,7 @@ def o2c(
     t_co: Tensor,
     observed_depth: Tensor | None = None,
     tolerance: float = 0.01,
+    mode: str = "bilinear",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Warp observed frames into the canonical view over a canonical box (backward warp).
 
@@ -127,7 +128,9 @@ def o2c(
     top-left corner is `box` = (x0, y0) in canonical-frame pixels; `t_co` `(B, 4, 4)` = T_{c->o}.
     With `observed_depth` `(B, H, W)` (D_o), a pixel is valid only where every bilinear tap is
     on the observed face and the surface there is the warped point's own surface
-    (|D_o - z| < `tolerance`, metres): not occluded.
+    (|D_o - z| < `tolerance`, metres): not occluded. `mode`: `grid_sample`'s interpolation of
+    the colours (bicubic keeps more of the frame's detail than bilinear; the validity is the
+    same either way).
     Returns the canonical crop `(B, C, h, w)`, its validity `(B, h, w) bool` (came from inside
     the observed image and the face) and the sampling positions `(B, h, w, 2)` (observed pixels).
     """
@@ -141,7 +144,7 @@ def o2c(
         d_o = sample(observed_depth.unsqueeze(1), pixels, mode="nearest")[:, 0]
         _, covered = _surface(observed_depth, pixels)  # every bilinear tap on the face
         valid = valid & covered & ((d_o - z).abs() < tolerance)
-    return sample(observed, pixels), valid, pixels
+    return sample(observed, pixels, mode), valid, pixels
 
 
 def c2o_grid(

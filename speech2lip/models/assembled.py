@@ -142,6 +142,7 @@ class Speech2Lip(nn.Module):
                 self.lips.out.bias.zero_()
         self.depth = CanonicalDepth(depth[ey : ey + eh, ex : ex + ew])
         self.paste_fit = bool(sizes.paste_fit)  # the paste's colours and edge fitted to the frame
+        self.paste_sampling = sizes.paste_sampling or "bilinear"  # C2O's interpolation
         self.blend = BlendNet(sizes.blend_channels)
 
     # ------------------------------------------------------------------ pieces
@@ -254,7 +255,13 @@ class Speech2Lip(nn.Module):
         )
         weight = soft_edge(valid) if self.paste_fit else valid
         mask = (weight.to(lips.dtype) * (edge / FEATHER_PX).clamp(0, 1).to(lips.dtype))[:, None]
-        pasted = F.grid_sample(lips, grid.to(lips.dtype), align_corners=False)
+        # bicubic: the crop's edge pixels repeated outside it (zeros would darken the fade-in),
+        # the result clamped (it overshoots a little at edges)
+        bicubic = self.paste_sampling == "bicubic"
+        pasted = F.grid_sample(lips, grid.to(lips.dtype), mode=self.paste_sampling,
+                               padding_mode="border" if bicubic else "zeros",
+                               align_corners=False)  # fmt: skip
+        pasted = pasted.clamp(0, 1) if bicubic else pasted
         if self.paste_fit:
             pasted = fit_colour(pasted, mouth, mask)
         pasted = pasted * mask + mouth * (1 - mask)

@@ -66,6 +66,7 @@ def load_model(path: str | Path, device: str = "cpu"):
     sizes.setdefault("lips_decoder", "implicit")  # ... and before the convolutional decoder
     sizes.setdefault("paste_fit", False)  # ... and before the paste was fitted to the frame
     sizes.setdefault("lips_base", "none")  # ... and before the lips were drawn on a base
+    sizes.setdefault("paste_sampling", "bilinear")  # ... and before a bicubic paste
     canonical = {k: v.numpy() for k, v in state["canonical"].items()}
     model = Speech2Lip(canonical, ModelSizes(**sizes))
     if "depth.log_depth" in state["model"]:

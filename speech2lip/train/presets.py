@@ -26,7 +26,7 @@ PRESETS: dict[str, TrainConfig] = {
         model=ModelSizes(lips_width=64, lips_layers=4, lips_skip=2, uv_freqs=7, time_freqs=0,
                          lips_grid=0, lips_decoder="implicit", audio_dim=32, audio_radius=2,
                          blend_channels=(16, 32, 64), shape_dim=8, features="mel+ppg",
-                         paste_fit=False, lips_base="mean"),
+                         paste_fit=False, lips_base="mean", paste_sampling="bicubic"),
     ),
     # The paper's sizes (8 x 256 MLP with a skip, 64-d audio code, 8 neighbouring windows).
     "paper": TrainConfig(
@@ -35,7 +35,7 @@ PRESETS: dict[str, TrainConfig] = {
         model=ModelSizes(lips_width=256, lips_layers=8, lips_skip=4, uv_freqs=10, time_freqs=4,
                          lips_grid=0, lips_decoder="implicit", audio_dim=64, audio_radius=4,
                          blend_channels=(32, 64, 128), shape_dim=0, features="mel",
-                         paste_fit=False, lips_base="none"),
+                         paste_fit=False, lips_base="none", paste_sampling="bilinear"),
     ),
 }  # fmt: skip
 

@@ -102,9 +102,11 @@ def warp_batch(
     lips: tuple[int, int, int, int],
     ext: tuple[int, int, int, int],
     tolerance: float,
+    sampling: str,
 ) -> dict[str, np.ndarray]:
     """Warp a batch of observed frames `(B, H, W, 3) uint8` with their D_o `(B, H, W)` and
-    T_{c->o} `(B, 4, 4)`; `canonical_depth` is the whole D_c `(H, W)`. Returns the per-frame
+    T_{c->o} `(B, 4, 4)`; `canonical_depth` is the whole D_c `(H, W)`; `sampling` the
+    interpolation of the O2C colours and of the round trip's paste. Returns the per-frame
     fields (numpy) plus `roundtrip_psnr` `(B,)`: O2C then C2O against the observed mouth box."""
     import torch
 
@@ -121,7 +123,7 @@ def warp_batch(
     d_c = torch.from_numpy(canonical_depth.astype(np.float32))
     # O2C over the lip box: the training target and its mask.
     crop, valid, _ = gamem.o2c(obs, d_c[ly : ly + lh, lx : lx + lw], (lx, ly), kk, t_co, d_o,
-                               tolerance)  # fmt: skip
+                               tolerance, mode=sampling)  # fmt: skip
     # Where the canonical extended region lands in each observed frame: the mouth box.
     ext_depth = d_c[ey : ey + eh : 4, ex : ex + ew : 4]  # every 4th pixel is enough here
     centres = gamem.pixel_centres(ex, ey, ew, eh)[::4, ::4].unsqueeze(0)
@@ -141,8 +143,13 @@ def warp_batch(
                                      lips, d_c[ly : ly + lh, lx : lx + lw], tolerance)  # fmt: skip
     # Round trip: paste the canonical crop back and compare with the observed mouth box.
     lips_u8 = crop.round().clamp(0, 255)
-    back = torch.nn.functional.grid_sample(lips_u8, grid, align_corners=False)
-    covered = torch.nn.functional.grid_sample(valid[:, None].float(), grid, align_corners=False)
+    back = torch.nn.functional.grid_sample(lips_u8, grid, mode=sampling, align_corners=False)
+    back = back.clamp(0, 255)  # bicubic overshoots at edges
+    taps = valid[:, None].float()
+    if sampling == "bicubic":  # its 4x4 taps: the bilinear 2x2 grown by a pixel each way
+        taps = -torch.nn.functional.max_pool2d(-torch.nn.functional.pad(taps, (1, 1, 1, 1)), 3,
+                                               stride=1)  # fmt: skip
+    covered = torch.nn.functional.grid_sample(taps, grid, align_corners=False)
     usable = (c2o_valid & (covered[:, 0] > 0.999)).numpy()
     back_np = back.permute(0, 2, 3, 1).round().numpy()
     psnr = np.array([masked_psnr(back_np[i], mouth[i], usable[i]) for i in range(b)])
@@ -206,7 +213,7 @@ def _write_shard(job: tuple[int, int, int, str]) -> dict:
             out = warp_batch(frames, geo["face_depth"][start + lo : start + hi],
                              s["relative"][start + lo : start + hi], s["K"],
                              s["canonical_depth"], s["lips"], s["ext"],
-                             cfg.occlusion_tolerance)  # fmt: skip
+                             cfg.occlusion_tolerance, cfg.sampling)  # fmt: skip
             for name in ("canonical_lips", "canonical_mask", "mouth", "mouth_origin",
                          "c2o_grid", "c2o_mask"):  # fmt: skip
                 dsets[name][lo:hi] = out[name]
